@@ -1,0 +1,23 @@
+"""Logging set-up shared by the library and the CLI."""
+
+from __future__ import annotations
+
+import logging
+
+# torchao (a dependency of the LiteRT exporter) is found by diffusers at import and
+# warns that its CUDA kernels cannot load; on a CPU machine that is expected noise.
+_NOISY = ("torchao", "diffusers.quantizers.torchao.torchao_quantizer", "torch.utils._pytree")
+
+
+def quiet_third_party() -> None:
+    for name in _NOISY:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def setup_cli_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    quiet_third_party()

@@ -1,0 +1,134 @@
+"""Quantization-aware layers: weights and input activations fake-quantized by a scheme.
+
+`QuantMixin` is shared by the standalone layers here (`QuantConv2d`,
+`QuantLinear`, what an exported model is built of) and by the elastic
+supernet layers in `nas.elastic`, so an extracted model quantizes exactly as
+the supernet did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nas.errors import ConfigError
+from nas.quant.fake import fake_quant_act, fake_quant_weight
+from nas.quant.methods import METHODS
+from nas.quant.scheme import QuantScheme
+
+
+class QuantMixin:
+    """Holds the active scheme and the learned quantizer parameters of one layer.
+
+    Learned parameters exist for every learned method among the layer's
+    candidate schemes: ``wq_<method>`` with one entry per (max) output channel
+    and ``aq_<method>`` with one entry for the input activation.
+    """
+
+    quant: QuantScheme | None
+    quant_enabled: bool
+
+    def init_quant(self, schemes: Iterable[QuantScheme | str], out_features: int) -> None:
+        schemes = [QuantScheme.parse(s) for s in schemes]
+        self.quant = None
+        self.quant_enabled = True
+        self.quant_candidates = tuple(dict.fromkeys(schemes))
+        for name in sorted({s.method for s in schemes if not s.is_float}):
+            method = METHODS.get(name)
+            if method.learns_weight and any(s.quantizes_weights for s in schemes if s.method == name):
+                self.register_parameter(f"wq_{name}", nn.Parameter(torch.zeros(out_features)))
+            if method.learns_act and any(s.quantizes_acts for s in schemes if s.method == name):
+                self.register_parameter(f"aq_{name}", nn.Parameter(torch.zeros(1)))
+
+    def _learned(self, prefix: str, scheme: QuantScheme, n: int | None = None) -> Tensor | None:
+        method = METHODS.get(scheme.method)
+        wanted = method.learns_weight if prefix == "wq" else method.learns_act
+        if not wanted:
+            return None
+        p = getattr(self, f"{prefix}_{scheme.method}", None)
+        if p is None:
+            raise ConfigError(
+                f"layer {type(self).__name__} has no learned '{scheme.method}' parameters; "
+                f"it was built for schemes {[str(s) for s in self.quant_candidates]}. "
+                "Add the scheme to the layer's candidates (the space's quant options)."
+            )
+        if prefix == "wq" and scheme.granularity == "tensor":
+            return p[:1]
+        return p if n is None else p[:n]
+
+    def active_scheme(self) -> QuantScheme | None:
+        return self.quant if self.quant_enabled else None
+
+    def qweight(self, w: Tensor) -> Tensor:
+        scheme = self.active_scheme()
+        if scheme is None:
+            return w
+        return fake_quant_weight(w, scheme, self._learned("wq", scheme, w.shape[0]))
+
+    def qinput(self, x: Tensor) -> Tensor:
+        scheme = self.active_scheme()
+        if scheme is None:
+            return x
+        return fake_quant_act(x, scheme, self._learned("aq", scheme))
+
+
+QuantArg = QuantScheme | str | Sequence[QuantScheme | str] | None
+
+
+def _candidates(quant: QuantArg) -> tuple[list[QuantScheme | str], QuantScheme | None]:
+    """A layer's candidate schemes and its initial active scheme.
+
+    One scheme: the layer runs it. A sequence: the layer can run any of them
+    (a supernet layer); it runs float until one is activated.
+    """
+    if quant is None:
+        return [], None
+    if isinstance(quant, (str, QuantScheme)):
+        scheme = QuantScheme.parse(quant)
+        return [scheme], scheme
+    return list(quant), None
+
+
+class QuantConv2d(nn.Conv2d, QuantMixin):
+    """`nn.Conv2d` whose weights and input are fake-quantized by `quant`."""
+
+    def __init__(self, *args, quant: QuantArg = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        candidates, self_quant = _candidates(quant)
+        self.init_quant(candidates, self.out_channels)
+        self.quant = self_quant
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(self.qinput(x), self.qweight(self.weight), self.bias)
+
+
+class QuantLinear(nn.Linear, QuantMixin):
+    """`nn.Linear` whose weights and input are fake-quantized by `quant`."""
+
+    def __init__(self, *args, quant: QuantArg = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        candidates, self_quant = _candidates(quant)
+        self.init_quant(candidates, self.out_features)
+        self.quant = self_quant
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(self.qinput(x), self.qweight(self.weight), self.bias)
+
+
+def set_quant_enabled(model: nn.Module, enabled: bool) -> None:
+    """Switch fake quantization on or off in every quant-aware layer of `model`."""
+    for m in model.modules():
+        if isinstance(m, QuantMixin):
+            m.quant_enabled = enabled
+
+
+def quant_plan(model: nn.Module) -> dict[str, str]:
+    """module path → scheme name for every quant-aware layer with a scheme."""
+    return {
+        name: str(m.quant)
+        for name, m in model.named_modules()
+        if isinstance(m, QuantMixin) and m.quant is not None
+    }
