@@ -60,6 +60,10 @@ class Supernet(nn.Module, ABC):
     def standalone_config(self, sample: Sample) -> dict[str, Any]:
         """Constructor arguments of the standalone model of `sample`."""
 
+    @abstractmethod
+    def example_inputs(self, batch: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
+        """Keyword inputs of one forward pass (the supernet's and the standalone model's)."""
+
     def _set(self, sample: Sample | None) -> None:
         if sample is None:
             for m in self.modules():
