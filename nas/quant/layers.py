@@ -45,8 +45,11 @@ class QuantMixin:
 
     def _learned(self, prefix: str, scheme: QuantScheme, n: int | None = None) -> Tensor | None:
         method = METHODS.get(scheme.method)
-        wanted = method.learns_weight if prefix == "wq" else method.learns_act
-        if not wanted:
+        if prefix == "wq":
+            wanted = method.learns_weight and scheme.quantizes_weights
+        else:
+            wanted = method.learns_act and scheme.quantizes_acts
+        if not wanted:  # float side of a weight-only scheme, or a method without parameters
             return None
         p = getattr(self, f"{prefix}_{scheme.method}", None)
         if p is None:

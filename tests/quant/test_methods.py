@@ -224,3 +224,17 @@ def test_float_schemes() -> None:
     w.requires_grad_(True)
     fake_quant_weight(w, FP16).sum().backward()
     assert torch.equal(w.grad, torch.ones_like(w))
+
+
+def test_weight_only_scheme_keeps_float_activations():
+    """`w8a32:lsq` learns a weight step but no activation step: the input stays float."""
+    import torch
+
+    from nas.quant import QuantLinear
+
+    layer = QuantLinear(8, 4, quant="w8a32:lsq")
+    assert hasattr(layer, "wq_lsq") and not hasattr(layer, "aq_lsq")
+    x = torch.randn(3, 8)
+    torch.testing.assert_close(layer.qinput(x), x, rtol=0, atol=0)
+    layer(x).sum().backward()
+    assert layer.wq_lsq.grad is not None
