@@ -106,7 +106,10 @@ class Supernet(nn.Module, ABC):
         s = self.space.canonical(sample)
         model = self.standalone_cls(**self.standalone_config(s))
         ref = next(self.parameters())
-        model.to(device=ref.device, dtype=ref.dtype)
+        # diffusers' ModelMixin.to warns whenever a dtype is passed: pass it only if needed.
+        model.to(ref.device)
+        if next(model.parameters()).dtype != ref.dtype:
+            model.to(dtype=ref.dtype)
         with self.activate(s):
             copy_active_weights(self, model)
         enabled = {m.quant_enabled for m in self.modules() if isinstance(m, QuantMixin)}
