@@ -49,7 +49,11 @@ def main() -> None:
     space = net.space
     inputs = {k: v.to(args.device) for k, v in net.example_inputs(args.batch, seed=0).items()}
     results = {}
-    for name, sample in (("min", space.min()), ("median", median_sample(space)), ("max", space.max())):
+    for name, sample in (
+        ("min", space.min()),
+        ("median", median_sample(space)),
+        ("max", space.max()),
+    ):
         model = net.extract(sample).train()
         with net.activate(sample):
             for _ in range(args.warmup):

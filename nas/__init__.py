@@ -8,7 +8,7 @@ from nas.logs import quiet_third_party
 
 quiet_third_party()
 
-from nas.errors import (  # noqa: E402
+from nas.errors import (
     ConfigError,
     ExportError,
     InvalidSampleError,
@@ -16,34 +16,35 @@ from nas.errors import (  # noqa: E402
     MqnasError,
     RegistryError,
 )
-from nas.export import Exported, export, load_exported  # noqa: E402
-from nas.quant import QuantScheme  # noqa: E402
-from nas.registry import Registry  # noqa: E402
-from nas.space import Choice, SearchSpace  # noqa: E402
-from nas.spec import ArchSpec, BlockSpec, LayerSpec, StageSpec  # noqa: E402
-from nas.supernet import SPACES, Supernet, get_space, register_space  # noqa: E402
+from nas.export import Exported, export, load_exported
+from nas.quant import QuantScheme
+from nas.registry import Registry
+from nas.space import Choice, SearchSpace
+from nas.spec import ArchSpec, BlockSpec, LayerSpec, StageSpec
+from nas.supernet import SPACES, Supernet, get_space, register_space
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "SPACES",
     "ArchSpec",
     "BlockSpec",
     "Choice",
     "ConfigError",
     "ExportError",
     "Exported",
-    "SPACES",
-    "Supernet",
-    "export",
-    "get_space",
-    "load_exported",
-    "register_space",
     "InvalidSampleError",
     "LayerSpec",
     "MissingLatencyEntryError",
     "MqnasError",
     "QuantScheme",
     "Registry",
+    "RegistryError",
     "SearchSpace",
     "StageSpec",
+    "Supernet",
+    "export",
+    "get_space",
+    "load_exported",
+    "register_space",
 ]

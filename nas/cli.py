@@ -1,7 +1,7 @@
 """The `nas` command.
 
-    nas spaces                 list the registered search spaces
-    nas space NAME [--json]    labels, options, size and the min / max architectures
+nas spaces                 list the registered search spaces
+nas space NAME [--json]    labels, options, size and the min / max architectures
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ def cmd_spaces(args: argparse.Namespace) -> int:
     for name in spaces.names():
         entry = spaces.get(name)
         space = entry.space()
-        sys.stdout.write(f"{name:24s} {entry.family.name:12s} {len(space):5d} labels  size {float(space.size):.3g}\n")
+        sys.stdout.write(
+            f"{name:24s} {entry.family.name:12s} {len(space):5d} labels  size {float(space.size):.3g}\n"
+        )
     return 0
 
 
@@ -50,7 +52,9 @@ def cmd_space(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="nas", description="mqnas: architecture and quantization search")
+    ap = argparse.ArgumentParser(
+        prog="nas", description="mqnas: architecture and quantization search"
+    )
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("spaces", help="list the registered search spaces")

@@ -96,7 +96,10 @@ class SearchSpace:
 
     @classmethod
     def from_choices(
-        cls, choices: Mapping[str, Sequence[Value] | Choice], name: str = "custom", version: str = "1"
+        cls,
+        choices: Mapping[str, Sequence[Value] | Choice],
+        name: str = "custom",
+        version: str = "1",
     ) -> SearchSpace:
         """Declare any categorical space: ``{"op.0": ["conv3", "conv5"], "width": [16, 32]}``."""
         return cls(choices, name=name, version=version)
@@ -195,7 +198,9 @@ class SearchSpace:
         to [0, 1], float32) or ``onehot`` (one column per label and option).
         """
         samples = list(samples)
-        lookups = [{json.dumps(o): i for i, o in enumerate(c.options)} for c in self._choices.values()]
+        lookups = [
+            {json.dumps(o): i for i, o in enumerate(c.options)} for c in self._choices.values()
+        ]
         idx = np.empty((len(samples), len(self._choices)), dtype=np.int64)
         for r, s in enumerate(samples):
             s = self.validate(s)

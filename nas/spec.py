@@ -37,7 +37,7 @@ class LayerSpec:
     kind: str
     in_features: int
     out_features: int
-    quant: QuantScheme = QuantScheme()
+    quant: QuantScheme = field(default_factory=QuantScheme)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -139,16 +139,25 @@ class ArchSpec:
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def short(self) -> str:
-        """A short human string: space, per-stage summary, quant mix, hash."""
+        """A short human string: per stage its block kinds and width, the quant mix, hash.
+
+        e.g. ``mobile_unet[down.0:2r+2ti+2t+1d@64 … ] {fp32×200,w8a8:lsq×112} #acaaef2d``
+        (kinds abbreviated by initials: r = resnet, ti = transformer_io, …).
+        """
         parts = []
         for stage in self.stages:
-            widths = sorted({layer.out_features for b in stage.blocks for layer in b.layers})
             kinds: dict[str, int] = {}
             for b in stage.blocks:
-                kinds[b.kind] = kinds.get(b.kind, 0) + 1
-            kind_str = "+".join(f"{n}{k[0]}" for k, n in kinds.items())
-            width = f"{widths[-1]}" if widths else "-"
-            parts.append(f"{stage.name}:{kind_str}@{width}")
+                abbrev = "".join(w[0] for w in b.kind.split("_") if w)
+                kinds[abbrev] = kinds.get(abbrev, 0) + 1
+            widths = [
+                v
+                for b in stage.blocks
+                for k, v in b.dims
+                if k in ("out", "width") and isinstance(v, int)
+            ]
+            width = f"@{max(widths)}" if widths else ""
+            parts.append(f"{stage.name}:{'+'.join(f'{n}{k}' for k, n in kinds.items())}{width}")
         quants: dict[str, int] = {}
         for layer in self.layers:
             quants[str(layer.quant)] = quants.get(str(layer.quant), 0) + 1

@@ -147,7 +147,9 @@ def copy_active_weights(supernet: nn.Module, model: nn.Module) -> None:
     for path, dst in model.named_modules():
         own = dict(dst.named_parameters(recurse=False))
         own.update(
-            (n, b) for n, b in dst.named_buffers(recurse=False) if n not in dst._non_persistent_buffers_set
+            (n, b)
+            for n, b in dst.named_buffers(recurse=False)
+            if n not in dst._non_persistent_buffers_set
         )
         if not own:
             continue
@@ -155,7 +157,9 @@ def copy_active_weights(supernet: nn.Module, model: nn.Module) -> None:
             src_path = supernet.source_path(path) if isinstance(supernet, Supernet) else path
             src = supernet.get_submodule(src_path)
         except AttributeError:
-            raise ExportError(f"supernet has no module {path!r} that the standalone model has") from None
+            raise ExportError(
+                f"supernet has no module {path!r} that the standalone model has"
+            ) from None
         if hasattr(src, "sliced_state"):
             state = src.sliced_state()
         else:

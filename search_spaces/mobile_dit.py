@@ -79,6 +79,7 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
+from nas.diffusers_compat import as_timesteps, copy_teacher_state, read_teacher_config
 from nas.elastic import (
     ElasticAttention,
     ElasticConv2d,
@@ -217,9 +218,9 @@ class MobileDiTConfig:
         return max(self.sample_size // 64, 1)
 
 
-def ff_inner(ratio: int | float, width: int) -> int:
+def ff_inner(ratio: float, width: int) -> int:
     """Feed-forward inner width of a block: mlp_ratio × active width (an integer)."""
-    return int(round(ratio * width))
+    return round(ratio * width)
 
 
 # ---------------------------------------------------------------------------------------
@@ -580,37 +581,6 @@ class CaptionProjection(nn.Module):
         return self.linear_2(self.act_1(self.linear_1(caption)))
 
 
-class Attention(ElasticAttention):
-    """`ElasticAttention` with diffusers' additive attention bias (B, 1, M) or (B, N, M).
-
-    Cross-attention reads the projected caption, whose width is the model's active width,
-    so its key/value inputs follow the width too (unlike a fixed-size encoder context).
-    """
-
-    def set_active(self, width: int | None, heads: int | None) -> None:
-        super().set_active(width, heads)
-        if self.is_cross:
-            inner = None if heads is None else heads * self.dim_head
-            configure(self.to_k, inp=width, out=inner)
-            configure(self.to_v, inp=width, out=inner)
-
-    def forward(
-        self, x: Tensor, context: Tensor | None = None, bias: Tensor | None = None
-    ) -> Tensor:
-        # x: (B, N, w); context: (B, M, w); bias: (B, 1, M) → (B, 1, 1, M) over heads and queries
-        ctx = x if context is None else context
-        heads = self.active_heads or self.heads
-        b = x.shape[0]
-        q = self.to_q(x).view(b, -1, heads, self.dim_head).transpose(1, 2)
-        k = self.to_k(ctx).view(b, -1, heads, self.dim_head).transpose(1, 2)
-        v = self.to_v(ctx).view(b, -1, heads, self.dim_head).transpose(1, 2)
-        if bias is not None:
-            bias = bias.to(q.dtype).unsqueeze(1)
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=0.0, is_causal=False)
-        o = o.transpose(1, 2).reshape(b, -1, heads * self.dim_head)  # (B, N, heads·dim_head)
-        return self.to_out[1](self.to_out[0](o))
-
-
 class GELUProj(nn.Module):
     """diffusers' `GELU(approximate="tanh")` activation module: proj → tanh-GELU."""
 
@@ -674,12 +644,21 @@ class DiTBlock(nn.Module):
 
         self.width = width
         self.norm1 = ElasticLayerNorm(width, elementwise_affine=False, eps=NORM_EPS)
-        self.attn1 = Attention(width, heads, dim_head, bias=True, out_bias=True, quant=aq("attn1"))
+        self.attn1 = ElasticAttention(
+            width, heads, dim_head, bias=True, out_bias=True, quant=aq("attn1")
+        )
         self.norm2 = ElasticLayerNorm(width, elementwise_affine=False, eps=NORM_EPS)
         self.attn2 = (
-            Attention(
-                width, heads, dim_head, cross_attention_dim=width, bias=True, out_bias=True,
+            # Cross-attention reads the projected caption, which has the model's width.
+            ElasticAttention(
+                width,
+                heads,
+                dim_head,
+                cross_attention_dim=width,
+                bias=True,
+                out_bias=True,
                 quant=aq("attn2"),
+                context_follows_width=True,
             )
             if cross_attention
             else None
@@ -779,7 +758,7 @@ class _DiTTrunk:
         self,
         hidden_states: Tensor,
         encoder_hidden_states: Tensor | None,
-        timestep: Tensor | int | float | None,
+        timestep: Tensor | float | None,
         attention_mask: Tensor | None,
         encoder_attention_mask: Tensor | None,
     ) -> Tensor:
@@ -791,7 +770,7 @@ class _DiTTrunk:
 
         x = self.pos_embed(hidden_states)  # (B, N, w)
         w = x.shape[-1]
-        t = _timesteps(timestep, b, x.device)
+        t = as_timesteps(timestep, b, x.device)
         temb, emb_t = self.adaln_single(t, x.dtype)  # (B, 6w), (B, w)
 
         context = None
@@ -813,20 +792,6 @@ class _DiTTrunk:
         x = x.reshape(-1, gh, gw, p, p, c)
         x = torch.einsum("nhwpqc->nchpwq", x)
         return x.reshape(-1, c, gh * p, gw * p)
-
-
-def _timesteps(timestep: Tensor | int | float | None, batch: int, device: torch.device) -> Tensor:
-    """Timesteps as a (B,) tensor: an int / float / 0-d tensor is broadcast over the batch."""
-    if timestep is None:
-        raise ValueError(
-            "timestep is required: an int, a float or a tensor of shape () or (batch,)"
-        )
-    t = torch.as_tensor(timestep, device=device)
-    if t.ndim == 0:
-        t = t.expand(batch)
-    if t.shape != (batch,):
-        raise ValueError(f"timestep has shape {tuple(t.shape)}; pass a scalar or shape ({batch},)")
-    return t
 
 
 # ---------------------------------------------------------------------------------------
@@ -891,7 +856,7 @@ class MobileDiT(_DiTTrunk, ModelMixin, ConfigMixin):
         self,
         hidden_states: Tensor,
         encoder_hidden_states: Tensor | None = None,
-        timestep: Tensor | int | float | None = None,
+        timestep: Tensor | float | None = None,
         added_cond_kwargs: dict[str, Tensor] | None = None,
         cross_attention_kwargs: dict[str, Any] | None = None,
         attention_mask: Tensor | None = None,
@@ -1001,7 +966,7 @@ class MobileDiTSupernet(_DiTTrunk, Supernet):
         self,
         hidden_states: Tensor,
         encoder_hidden_states: Tensor | None = None,
-        timestep: Tensor | int | float | None = None,
+        timestep: Tensor | float | None = None,
         added_cond_kwargs: dict[str, Tensor] | None = None,
         cross_attention_kwargs: dict[str, Any] | None = None,
         attention_mask: Tensor | None = None,
@@ -1085,38 +1050,13 @@ class MobileDiTSupernet(_DiTTrunk, Supernet):
         """
         from diffusers import PixArtTransformer2DModel
 
-        p = Path(path)
-        if not (p / "config.json").is_file():
-            raise ConfigError(
-                f"{p} is not a diffusers model directory (no config.json); write one with "
-                "PixArtTransformer2DModel.save_pretrained(dir)"
-            )
-        config = PixArtTransformer2DModel.load_config(p)
-        if config.get("_class_name") not in (None, "PixArtTransformer2DModel"):
-            raise ConfigError(
-                f"teacher _class_name={config.get('_class_name')!r}; load_teacher expects a "
-                "PixArtTransformer2DModel directory"
-            )
+        p, config = read_teacher_config(path, "PixArtTransformer2DModel", "transformer")
         self.check_teacher_config(config)
-        teacher = PixArtTransformer2DModel.from_pretrained(p, use_safetensors=True)
-        state = teacher.state_dict()
-        own = self.state_dict()
-        for name, t in state.items():
-            if name not in own:
-                raise ConfigError(f"teacher parameter {name!r} has no counterpart in the supernet")
-            if tuple(own[name].shape) != tuple(t.shape):
-                raise ConfigError(
-                    f"teacher parameter {name!r} has shape {tuple(t.shape)}, the supernet "
-                    f"{tuple(own[name].shape)}"
-                )
-        quantizer = (".wq_", ".aq_")
-        missing = [n for n in own if n not in state and not any(q in n for q in quantizer)]
-        if missing:
-            raise ConfigError(f"teacher lacks supernet parameters {missing[:5]}")
-        with torch.no_grad():
-            for name, t in state.items():
-                own[name].copy_(t.to(own[name].dtype))
-        log.info("initialised %s from teacher %s (%d tensors)", self.space.name, p, len(state))
+        teacher = PixArtTransformer2DModel.from_pretrained(
+            p, use_safetensors=True, local_files_only=True, low_cpu_mem_usage=False
+        )
+        copy_teacher_state(self, teacher.state_dict())
+        log.info("initialised %s from teacher %s", self.space.name, p)
 
 
 def make_supernet(cfg: MobileDiTConfig, space: SearchSpace) -> MobileDiTSupernet:

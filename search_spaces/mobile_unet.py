@@ -87,6 +87,13 @@ Fixed parts (documented decisions)
   standalone model keeps it (``down_shortcut`` flags). When a teacher lacks it,
   `load_teacher` initialises it as the identity 1×1 conv (weight I, bias 0):
   exact at the max architecture, "first channels, zero-padded" below it.
+- Teachers: `load_teacher` reads a local ``save_pretrained`` directory (or a
+  pipeline directory's ``unet/``) or takes a model instance, and refuses any
+  config key that differs from `diffusers_config(config)` with a `ConfigError`
+  naming it. Real SD-1.5 checkpoints have ``use_linear_projection=False``
+  (1×1 conv proj_in / proj_out): refused by default, loaded with
+  ``allow_conv_projection=True`` (the 1×1 kernels become linear weights; same
+  maths up to float rounding).
 
 `freeze(sample)` gives an `ArchSpec` of the standalone architecture (standalone
 module paths): stages ``stem`` (conv_in, time embedding), ``down.{s}``, ``mid``,
@@ -95,13 +102,14 @@ out, H, W, temb, groups, shortcut), ``transformer_io`` (GroupNorm + proj_in /
 proj_out: width, H, W, tokens, groups), ``transformer`` (one
 BasicTransformerBlock: width, tokens, H, W, heads, dim_head, context_len,
 context_dim, ff_inner), ``downsample`` / ``upsample`` (in, out, H, W of the
-input), ``conv_in``, ``time_embedding``, ``conv_out``.
+input), ``conv_in``, ``time_embedding``, ``conv_out``. Each layer's scheme is
+the sample's value for the supernet layer it is copied from; the supernet's
+`quant_plan(sample)` lists the same standalone paths (what export writes).
 """
 
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -117,6 +125,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from torch import Tensor, nn
 
+from nas.diffusers_compat import as_timesteps, copy_teacher_state, read_teacher_config
 from nas.elastic import (
     ChannelSel,
     ElasticAttention,
@@ -266,7 +275,10 @@ class MobileUNetConfig:
                 f"MobileUNetConfig.quant_options={self.quant_options}: give distinct schemes"
             )
         for q in self.quant_options:
-            QuantScheme.parse(q)  # raises ConfigError naming the bad scheme
+            try:
+                QuantScheme.parse(q)
+            except ConfigError as e:
+                raise ConfigError(f"MobileUNetConfig.quant_options has {q!r}: {e}") from None
 
 
 # =========================================================================== layout (pure)
@@ -1203,23 +1215,6 @@ def _build(m: nn.Module, a: _Arch) -> None:
     m.conv_out = ElasticConv2d(w[0], a.out_channels, 3, padding=1)
 
 
-def _timesteps(timestep: Tensor | float, sample: Tensor) -> Tensor:
-    """Timesteps of shape (B,) as diffusers' `get_time_embed` makes them."""
-    if not torch.is_tensor(timestep):
-        dtype = torch.float64 if isinstance(timestep, float) else torch.int64
-        t = torch.tensor([timestep], dtype=dtype, device=sample.device)
-    elif timestep.dim() == 0:
-        t = timestep[None].to(sample.device)
-    else:
-        t = timestep.to(sample.device)
-    if t.dim() != 1 or t.shape[0] not in (1, sample.shape[0]):
-        raise ConfigError(
-            f"timestep has shape {tuple(t.shape)}; pass an int, a float, or a tensor of shape "
-            f"() or (batch,) = ({sample.shape[0]},)"
-        )
-    return t.expand(sample.shape[0])
-
-
 def _run(
     m: nn.Module, sample: Tensor, timestep: Tensor | float, encoder_hidden_states: Tensor
 ) -> Tensor:
@@ -1227,7 +1222,9 @@ def _run(
     n = len(m.down_blocks)
     # Sizes not divisible by 2**(n-1): upsample to the skip's size, as diffusers does.
     forward_upsample_size = any(dim % 2 ** (n - 1) for dim in sample.shape[-2:])
-    t_emb = m.time_proj(_timesteps(timestep, sample)).to(dtype=sample.dtype)  # (B, time_proj_dim)
+    t_emb = m.time_proj(as_timesteps(timestep, sample.shape[0], sample.device)).to(
+        dtype=sample.dtype
+    )  # (B, time_proj_dim)
     emb = m.time_embedding(t_emb)  # (B, temb)
     x = m.conv_in(sample)
     skips: tuple[Tensor, ...] = (x,)
@@ -1553,28 +1550,6 @@ def check_teacher_config(
         )
 
 
-def _read_teacher_config(path: Path) -> tuple[Path, dict[str, Any]]:
-    if not path.is_dir():
-        raise ConfigError(
-            f"teacher {str(path)!r} is not a directory; give a directory written by "
-            "UNet2DConditionModel.save_pretrained"
-        )
-    if not (path / "config.json").is_file() and (path / "unet" / "config.json").is_file():
-        path = path / "unet"  # a pipeline directory
-    cfg_file = path / "config.json"
-    if not cfg_file.is_file():
-        raise ConfigError(
-            f"teacher directory {str(path)!r} has no config.json; save it with save_pretrained"
-        )
-    conf = json.loads(cfg_file.read_text())
-    cls = conf.get("_class_name", "UNet2DConditionModel")
-    if cls != "UNet2DConditionModel":
-        raise ConfigError(
-            f"teacher {str(path)!r} is a {cls}; mobile_unet loads a UNet2DConditionModel"
-        )
-    return path, conf
-
-
 # =========================================================================== supernet
 class MobileUNetSupernet(Supernet):
     """The weight-sharing supernet of a `MobileUNetConfig` (diffusers layout at max)."""
@@ -1655,43 +1630,31 @@ class MobileUNetSupernet(Supernet):
             check_teacher_config(self.config, conf, allow_conv_projection=allow_conv_projection)
             teacher = path_or_model
         else:
-            path, conf = _read_teacher_config(Path(path_or_model))
+            path, conf = read_teacher_config(path_or_model, "UNet2DConditionModel", "unet")
             check_teacher_config(self.config, conf, allow_conv_projection=allow_conv_projection)
             from diffusers import UNet2DConditionModel
 
             teacher = UNet2DConditionModel.from_pretrained(
                 path, local_files_only=True, low_cpu_mem_usage=False
             )
-        state = {k: v.detach() for k, v in teacher.state_dict().items()}
-        own = self.state_dict()
-        unexpected = sorted(k for k in state if k not in own)
-        if unexpected:
-            raise ConfigError(f"teacher has parameters the supernet lacks: {unexpected[:4]}")
         identity = [
             f"down_blocks.{s}.resnets.0.conv_shortcut" for s in range(_layout(self.config).n)
         ]
-        missing = [
-            k
-            for k in own
-            if k not in state
-            and not k.rsplit(".", 1)[-1].startswith(("wq_", "aq_"))
-            and not any(k.startswith(p + ".") for p in identity)
-        ]
-        if missing:
-            raise ConfigError(
-                f"teacher lacks supernet parameters {missing[:4]}; is it the max architecture?"
-            )
+
+        def adapt(v: Tensor, dst: Tensor) -> Tensor:
+            if v.dim() == 4 and dst.dim() == 2 and v.shape[2:] == (1, 1):
+                return v[:, :, 0, 0]  # conv 1×1 projection → linear
+            return v
+
+        state = teacher.state_dict()
+        copy_teacher_state(
+            self,
+            state,
+            may_lack=lambda k: any(k.startswith(p + ".") for p in identity),
+            adapt=adapt,
+        )
+        own = self.state_dict()
         with torch.no_grad():
-            for k, v in state.items():
-                dst = own[k]
-                if v.dim() == 4 and dst.dim() == 2 and v.shape[2:] == (1, 1):
-                    v = v[:, :, 0, 0]  # conv 1×1 projection → linear
-                if tuple(v.shape) != tuple(dst.shape):
-                    raise ConfigError(
-                        f"teacher parameter {k} has shape {tuple(v.shape)}, supernet "
-                        f"{tuple(dst.shape)}"
-                    )
-                dst.copy_(v.to(dst.dtype))
             for p in identity:
                 if f"{p}.weight" in own and f"{p}.weight" not in state:
                     w = own[f"{p}.weight"]  # (out, in, 1, 1)

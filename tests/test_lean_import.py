@@ -3,13 +3,18 @@
 import subprocess
 import sys
 
-HEAVY = ("ray", "litert_torch", "ai_edge_litert", "executorch", "onnxruntime", "optuna", "diffusers")
+HEAVY = (
+    "ray",
+    "litert_torch",
+    "ai_edge_litert",
+    "executorch",
+    "onnxruntime",
+    "optuna",
+    "diffusers",
+)
 
 
 def test_import_nas_is_lean():
-    code = (
-        "import sys, nas; "
-        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
-    )
+    code = f"import sys, nas; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"import nas pulled in: {out.stdout.strip()}"

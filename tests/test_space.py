@@ -12,7 +12,12 @@ from nas.space import sample_from_json, sample_to_json
 @pytest.fixture
 def space() -> SearchSpace:
     return SearchSpace.from_choices(
-        {"width": [16, 32, 64], "op": ["conv3", "conv5"], "skip": [False, True], "ratio": [0.5, 1.0]},
+        {
+            "width": [16, 32, 64],
+            "op": ["conv3", "conv5"],
+            "skip": [False, True],
+            "ratio": [0.5, 1.0],
+        },
         name="bench",
     )
 

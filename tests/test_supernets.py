@@ -99,9 +99,8 @@ def test_invalid_sample_is_refused(net):
     s = net.space.max()
     label = net.space.labels[0]
     s[label] = "not-an-option"
-    with pytest.raises(InvalidSampleError, match=label.replace(".", r"\.")):
-        with net.activate(s):
-            pass
+    with pytest.raises(InvalidSampleError, match=label.replace(".", r"\.")), net.activate(s):
+        pass
 
 
 def test_export_round_trip(net, tmp_path):

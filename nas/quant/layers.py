@@ -38,7 +38,9 @@ class QuantMixin:
         self.quant_candidates = tuple(dict.fromkeys(schemes))
         for name in sorted({s.method for s in schemes if not s.is_float}):
             method = METHODS.get(name)
-            if method.learns_weight and any(s.quantizes_weights for s in schemes if s.method == name):
+            if method.learns_weight and any(
+                s.quantizes_weights for s in schemes if s.method == name
+            ):
                 self.register_parameter(f"wq_{name}", nn.Parameter(torch.zeros(out_features)))
             if method.learns_act and any(s.quantizes_acts for s in schemes if s.method == name):
                 self.register_parameter(f"aq_{name}", nn.Parameter(torch.zeros(1)))

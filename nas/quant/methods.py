@@ -26,7 +26,7 @@ import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache
 
 import torch
 from torch import Tensor
@@ -270,14 +270,14 @@ class PACT(QuantMethod):
 # --------------------------------------------------------------------------- non-uniform grids
 
 
-@lru_cache(maxsize=None)
+@cache
 def pot_levels(bits: int) -> Tensor:
     """{0} ∪ {2^-j : j = 0 .. 2^(b-1)-2}, sorted; 2^(b-1) magnitudes → 2^b - 1 signed values."""
     top = 2 ** (bits - 1) - 2
     return torch.tensor([0.0] + [2.0**-j for j in range(top, -1, -1)], dtype=torch.float64)
 
 
-@lru_cache(maxsize=None)
+@cache
 def sp2_levels(bits: int) -> Tensor:
     """{p1 + p2} / max with p1 ∈ {0} ∪ {2^-2i}, p2 ∈ {0} ∪ {2^-(2i+1)}.
 

@@ -70,9 +70,8 @@ class QuantScheme:
 
     @property
     def name(self) -> str:
-        if self.is_float:
-            if self.w_bits == self.a_bits:
-                return f"fp{self.w_bits}"
+        if self.is_float and self.w_bits == self.a_bits:
+            return f"fp{self.w_bits}"
         suffix = "" if self.granularity == "channel" else f":{self.granularity}"
         return f"w{self.w_bits}a{self.a_bits}:{self.method}{suffix}"
 

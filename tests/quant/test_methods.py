@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from torch import Tensor
@@ -63,7 +65,7 @@ def test_error_falls_with_bits(name: str, per_channel: bool) -> None:
     torch.manual_seed(0)
     w = torch.randn(32, 16, 3, 3)
     errs = [_mse(m.weight(w, b, per_channel, None), w) for b in INT_BITS]
-    for lo, hi in zip(errs, errs[1:]):
+    for lo, hi in itertools.pairwise(errs):
         assert hi <= lo * (1 + 1e-3) + 1e-12, errs
     assert errs[-1] < errs[0]
     assert errs[-1] < 0.05 * w.square().mean().item()  # 8 bits is close for every method
@@ -174,8 +176,18 @@ def test_level_sets(bits: int) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["fp32", "fp16", "w8a8:minmax", "w4a16:lsq", "w8a8:mse:tensor", "w2a8:sp2", "w3a5:pot",
-     "w6a6:percentile", "w16a8:pact", "w4a32:lsq:tensor"],
+    [
+        "fp32",
+        "fp16",
+        "w8a8:minmax",
+        "w4a16:lsq",
+        "w8a8:mse:tensor",
+        "w2a8:sp2",
+        "w3a5:pot",
+        "w6a6:percentile",
+        "w16a8:pact",
+        "w4a32:lsq:tensor",
+    ],
 )
 def test_scheme_round_trip(text: str) -> None:
     s = QuantScheme.parse(text)

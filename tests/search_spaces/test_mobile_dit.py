@@ -146,8 +146,16 @@ def test_mismatched_teacher_is_refused_naming_the_key(tiny_teacher_dir, tmp_path
 
 def test_teacher_with_additional_conditions_by_default_is_refused(tiny_teacher_dir, tmp_path):
     # PixArt turns additional conditions on by itself when sample_size == 128.
-    cfg = MobileDiTConfig(sample_size=128, patch_size=16, widths=(16,), depths=(1,), heads=(1,),
-                          mlp_ratios=(4,), caption_channels=8, context_len=1)
+    cfg = MobileDiTConfig(
+        sample_size=128,
+        patch_size=16,
+        widths=(16,),
+        depths=(1,),
+        heads=(1,),
+        mlp_ratios=(4,),
+        caption_channels=8,
+        context_len=1,
+    )
     bad = tmp_path / "bad"
     shutil.copytree(tiny_teacher_dir, bad)
     config = json.loads((bad / "config.json").read_text())
@@ -226,8 +234,13 @@ def test_hash_ignores_labels_of_removed_blocks():
 
 @pytest.mark.parametrize(
     "label, value",
-    [("depth", 3), ("width", 24), ("blocks.1.heads", 3), ("blocks.0.mlp_ratio", 3),
-     ("transformer_blocks.0.ff.net.2.quant", "w2a2:minmax")],
+    [
+        ("depth", 3),
+        ("width", 24),
+        ("blocks.1.heads", 3),
+        ("blocks.0.mlp_ratio", 3),
+        ("transformer_blocks.0.ff.net.2.quant", "w2a2:minmax"),
+    ],
 )
 def test_invalid_samples_name_the_label(label, value):
     net = SPACES.get(TINY).supernet()

@@ -1,0 +1,105 @@
+"""What the families share to stand in for diffusers models: inputs and teacher loading."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from nas.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+QUANTIZER_PREFIXES = ("wq_", "aq_")
+
+
+def as_timesteps(timestep: Tensor | float, batch: int, device: torch.device) -> Tensor:
+    """Timesteps of shape (B,) as diffusers makes them (int → int64, float → float64)."""
+    if timestep is None:
+        raise ValueError(
+            "timestep is required: an int, a float or a tensor of shape () or (batch,)"
+        )
+    if not torch.is_tensor(timestep):
+        dtype = torch.float64 if isinstance(timestep, float) else torch.int64
+        t = torch.tensor([timestep], dtype=dtype, device=device)
+    else:
+        t = timestep.to(device)
+        t = t[None] if t.dim() == 0 else t
+    if t.dim() != 1 or t.shape[0] not in (1, batch):
+        raise ValueError(
+            f"timestep has shape {tuple(t.shape)}; pass an int, a float, or a tensor of shape "
+            f"() or (batch,) = ({batch},)"
+        )
+    return t.expand(batch)
+
+
+def read_teacher_config(
+    path: str | Path, class_name: str, subfolder: str
+) -> tuple[Path, dict[str, Any]]:
+    """The directory and config of a diffusers model saved with `save_pretrained`.
+
+    A pipeline directory is accepted too (its `subfolder`, e.g. ``unet``).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise ConfigError(
+            f"teacher {str(path)!r} is not a directory; give a directory written by "
+            f"{class_name}.save_pretrained"
+        )
+    if not (path / "config.json").is_file() and (path / subfolder / "config.json").is_file():
+        path = path / subfolder
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise ConfigError(
+            f"teacher directory {str(path)!r} has no config.json; save it with "
+            f"{class_name}.save_pretrained(dir)"
+        )
+    conf = json.loads(cfg_file.read_text())
+    got = conf.get("_class_name", class_name)
+    if got != class_name:
+        raise ConfigError(f"teacher {str(path)!r} is a {got}; this family loads a {class_name}")
+    return path, conf
+
+
+def copy_teacher_state(
+    target: nn.Module,
+    state: Mapping[str, Tensor],
+    may_lack: Callable[[str], bool] = lambda name: False,
+    adapt: Callable[[Tensor, Tensor], Tensor] = lambda src, dst: src,
+) -> None:
+    """Copy a teacher's state dict into `target` by name, refusing any mismatch.
+
+    Every teacher tensor must have a counterpart of the same shape (after
+    `adapt(src, dst)`); every target tensor must come from the teacher except
+    learned quantizer parameters and those `may_lack(name)` accepts.
+    """
+    own = target.state_dict()
+    unexpected = sorted(k for k in state if k not in own)
+    if unexpected:
+        raise ConfigError(f"teacher has parameters the supernet lacks: {unexpected[:4]}")
+    missing = [
+        k
+        for k in own
+        if k not in state
+        and not k.rsplit(".", 1)[-1].startswith(QUANTIZER_PREFIXES)
+        and not may_lack(k)
+    ]
+    if missing:
+        raise ConfigError(
+            f"teacher lacks supernet parameters {missing[:4]}; is it the max architecture?"
+        )
+    with torch.no_grad():
+        for k, v in state.items():
+            dst = own[k]
+            v = adapt(v.detach(), dst)
+            if tuple(v.shape) != tuple(dst.shape):
+                raise ConfigError(
+                    f"teacher parameter {k} has shape {tuple(v.shape)}, supernet {tuple(dst.shape)}"
+                )
+            dst.copy_(v.to(dst.dtype))
+    log.info("copied %d teacher tensors into %s", len(state), type(target).__name__)
