@@ -38,6 +38,43 @@ def as_timesteps(timestep: Tensor | float, batch: int, device: torch.device) -> 
     return t.expand(batch)
 
 
+class PositionalForward(nn.Module):
+    """A diffusers model called with positional tensors, returning its output tensor.
+
+    Exporters (ONNX, LiteRT) and latency backends take exactly this. The model sits
+    under `PREFIX`, so its layer at path p is at ``PREFIX + p`` here.
+    """
+
+    PREFIX = "model."
+
+    def __init__(self, model: nn.Module, names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.model = model
+        self.names = names
+
+    def forward(self, *tensors: Tensor) -> Tensor:
+        return self.model(**dict(zip(self.names, tensors)), return_dict=False)[0]
+
+
+def standalone_hook(
+    standalone_cls: type[nn.Module],
+    config_fn: Callable[[Any, Any, dict[str, Any]], dict[str, Any]],
+    inputs_fn: Callable[[Any, int, int], dict[str, Tensor]],
+) -> Callable[[Any, Any, dict[str, Any], int], tuple[nn.Module, tuple[Tensor, ...]]]:
+    """A family's `standalone_model` hook: the float model of a sample (no quant plan:
+    runtimes apply their own kernels) wrapped by `PositionalForward`, and its inputs."""
+
+    def build(
+        cfg: Any, space: Any, sample: dict[str, Any], batch: int
+    ) -> tuple[nn.Module, tuple[Tensor, ...]]:
+        config = dict(config_fn(cfg, space, sample), quant_plan={})
+        inputs = inputs_fn(cfg, batch, 0)
+        model = standalone_cls(**config).eval()
+        return PositionalForward(model, tuple(inputs)), tuple(inputs.values())
+
+    return build
+
+
 def read_teacher_config(
     path: str | Path, class_name: str, subfolder: str
 ) -> tuple[Path, dict[str, Any]]:

@@ -29,15 +29,35 @@ def _frozen(mapping: Mapping[str, Value] | tuple) -> tuple[tuple[str, Value], ..
     return tuple((str(k), v) for k, v in items)
 
 
+KERNEL_AREA = {"linear": 1, "conv1x1": 1, "conv3x3": 9, "conv3x3_s2": 9}
+
+
 @dataclass(frozen=True)
 class LayerSpec:
-    """One conv or linear layer: its module path, kind, widths and scheme."""
+    """One conv or linear layer of a concrete architecture.
+
+    path: module path in the standalone model; kind: ``linear``, ``conv1x1``,
+    ``conv3x3`` or ``conv3x3_s2``; `positions`: output pixels or tokens it
+    runs over for one sample (so MACs = in · out · kernel area · positions);
+    `label`: the search-space label that chose its quant scheme ("" if none).
+    """
 
     path: str
     kind: str
     in_features: int
     out_features: int
     quant: QuantScheme = field(default_factory=QuantScheme)
+    positions: int = 1
+    label: str = ""
+
+    @property
+    def params(self) -> int:
+        """Weights (without bias) — what the quant scheme's weight bits apply to."""
+        return self.in_features * self.out_features * KERNEL_AREA.get(self.kind, 1)
+
+    @property
+    def macs(self) -> int:
+        return self.params * self.positions
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -46,11 +66,21 @@ class LayerSpec:
             "in": self.in_features,
             "out": self.out_features,
             "quant": str(self.quant),
+            "positions": self.positions,
+            "label": self.label,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LayerSpec:
-        return cls(d["path"], d["kind"], d["in"], d["out"], QuantScheme.parse(d["quant"]))
+        return cls(
+            d["path"],
+            d["kind"],
+            d["in"],
+            d["out"],
+            QuantScheme.parse(d["quant"]),
+            d.get("positions", 1),
+            d.get("label", ""),
+        )
 
 
 @dataclass(frozen=True)

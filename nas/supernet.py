@@ -96,9 +96,8 @@ class Supernet(nn.Module, ABC):
             self._set(prev)
 
     def quant_plan(self, sample: Sample) -> dict[str, str]:
-        """module path → scheme name of the layers `sample` keeps."""
-        s = self.space.canonical(sample)
-        return {path: str(QuantScheme.parse(s[lab])) for lab, path in self.quant_paths.items()}
+        """Standalone module path → scheme name of every layer `sample` keeps."""
+        return {layer.path: str(layer.quant) for layer in self.space.freeze(sample).layers}
 
     # -- extraction ---------------------------------------------------------------------
     def extract(self, sample: Sample) -> nn.Module:
@@ -187,6 +186,20 @@ class Family:
     make_space: Callable[[Any, str], SearchSpace]
     make_supernet: Callable[[Any, SearchSpace], Supernet]
     standalone_cls: type[nn.Module]
+    # (block kind, block dims, batch) → (float module of that block at those dims, example
+    # inputs): the micro-model a latency backend times for one table key.
+    block_model: (
+        Callable[[str, dict[str, Any], int], tuple[nn.Module, tuple[torch.Tensor, ...]]] | None
+    ) = None
+    # (config, space, sample, batch) → (float standalone model of the sample wrapped to take
+    # positional tensors and return a tensor, example inputs): what end-to-end runs time,
+    # built without the supernet (an SD-sized supernet need not fit in memory).
+    standalone_model: (
+        Callable[
+            [Any, SearchSpace, dict[str, Any], int], tuple[nn.Module, tuple[torch.Tensor, ...]]
+        ]
+        | None
+    ) = None
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,20 @@ Decisions
   not depend on the width.
 - With ``cross_attention=False`` the model has neither ``caption_projection`` nor ``attn2``
   (a PixArt with ``caption_channels=None, cross_attention_dim=None``).
+- In the spec, the patchify conv ``pos_embed.proj`` (kernel = stride = p) is listed as a
+  ``linear`` over flattened patches (in = C·p²), so its params and MACs are exact.
+
+Specs and block models
+----------------------
+``space.freeze(sample)`` gives stages ``embed`` (``patch_embed``, ``adaln_single``,
+``caption_projection``), ``blocks`` (one ``dit_block`` per kept block) and ``out``
+(``dit_final``). Each layer's ``label`` is its path + ``.quant``; its ``positions`` (per
+sample) are the tokens it runs over: the patch count for the patch conv, attention
+projections, feed-forward and ``proj_out``; the context length for ``to_k`` / ``to_v`` of
+cross-attention and the caption projection; 1 for the timestep MLP and adaLN linear.
+`block_model(kind, dims, batch)` (the family's `Family.block_model`) builds the float
+micro-model of one spec block from the classes below at exactly its dims, with example
+inputs, for latency tables.
 """
 
 from __future__ import annotations
@@ -66,7 +80,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +93,12 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
-from nas.diffusers_compat import as_timesteps, copy_teacher_state, read_teacher_config
+from nas.diffusers_compat import (
+    as_timesteps,
+    copy_teacher_state,
+    read_teacher_config,
+    standalone_hook,
+)
 from nas.elastic import (
     ElasticAttention,
     ElasticConv2d,
@@ -240,44 +259,60 @@ class _Arch:
         return len(self.heads)
 
 
+# (path, kind, in, out, positions): positions = tokens (or output pixels) of one sample.
+Row = tuple[str, str, int, int, int]
+
+
 def _block_layers(
-    prefix: str, width: int, heads: int, dim_head: int, inner: int, cross: bool
-) -> list[tuple[str, str, int, int]]:
-    """(path, kind, in, out) of every linear of one transformer block."""
+    prefix: str,
+    width: int,
+    heads: int,
+    dim_head: int,
+    inner: int,
+    cross: bool,
+    tokens: int = 1,
+    context_len: int = 1,
+) -> list[Row]:
+    """Every linear of one transformer block; queries, outputs and the FF run over the
+    image tokens, cross-attention keys / values over the (projected) context."""
     att = heads * dim_head
     out = []
     for name in ("attn1", "attn2") if cross else ("attn1",):
+        kv_n = context_len if name == "attn2" else tokens
         out += [
-            (f"{prefix}.{name}.to_q", "linear", width, att),
-            (f"{prefix}.{name}.to_k", "linear", width, att),
-            (f"{prefix}.{name}.to_v", "linear", width, att),
-            (f"{prefix}.{name}.to_out.0", "linear", att, width),
+            (f"{prefix}.{name}.to_q", "linear", width, att, tokens),
+            (f"{prefix}.{name}.to_k", "linear", width, att, kv_n),
+            (f"{prefix}.{name}.to_v", "linear", width, att, kv_n),
+            (f"{prefix}.{name}.to_out.0", "linear", att, width, tokens),
         ]
     out += [
-        (f"{prefix}.ff.net.0.proj", "linear", width, inner),
-        (f"{prefix}.ff.net.2", "linear", inner, width),
+        (f"{prefix}.ff.net.0.proj", "linear", width, inner, tokens),
+        (f"{prefix}.ff.net.2", "linear", inner, width, tokens),
     ]
     return out
 
 
-def _stem_layers(cfg: MobileDiTConfig, width: int) -> dict[str, list[tuple[str, str, int, int]]]:
-    """Layers outside the blocks, grouped by the spec block they belong to."""
-    groups: dict[str, list[tuple[str, str, int, int]]] = {
-        "pos_embed": [("pos_embed.proj", "conv2d", cfg.in_channels, width)],
+def _stem_layers(cfg: MobileDiTConfig, width: int) -> dict[str, list[Row]]:
+    """Layers outside the blocks, grouped by the spec block they belong to.
+
+    The patchify conv (kernel = stride = p, no padding) is a linear over flattened
+    p×p patches: in = C·p², one position per patch, so params and MACs are exact.
+    """
+    p, n, m = cfg.patch_size, cfg.tokens, cfg.context_len
+    groups: dict[str, list[Row]] = {
+        "pos_embed": [("pos_embed.proj", "linear", cfg.in_channels * p * p, width, n)],
         "adaln_single": [
-            ("adaln_single.emb.timestep_embedder.linear_1", "linear", TIME_FREQ_DIM, width),
-            ("adaln_single.emb.timestep_embedder.linear_2", "linear", width, width),
-            ("adaln_single.linear", "linear", width, 6 * width),
+            ("adaln_single.emb.timestep_embedder.linear_1", "linear", TIME_FREQ_DIM, width, 1),
+            ("adaln_single.emb.timestep_embedder.linear_2", "linear", width, width, 1),
+            ("adaln_single.linear", "linear", width, 6 * width, 1),
         ],
     }
     if cfg.cross_attention:
         groups["caption_projection"] = [
-            ("caption_projection.linear_1", "linear", cfg.caption_channels, width),
-            ("caption_projection.linear_2", "linear", width, width),
+            ("caption_projection.linear_1", "linear", cfg.caption_channels, width, m),
+            ("caption_projection.linear_2", "linear", width, width, m),
         ]
-    groups["proj_out"] = [
-        ("proj_out", "linear", width, cfg.patch_size * cfg.patch_size * cfg.out_ch)
-    ]
+    groups["proj_out"] = [("proj_out", "linear", width, p * p * cfg.out_ch, n)]
     return groups
 
 
@@ -338,10 +373,11 @@ def make_space(cfg: MobileDiTConfig, name: str) -> SearchSpace:
     )
 
 
-def _layer_specs(rows: list[tuple[str, str, int, int]], sample: Sample) -> tuple[LayerSpec, ...]:
+def _layer_specs(rows: list[Row], sample: Sample) -> tuple[LayerSpec, ...]:
+    """Supernet and standalone paths agree here: each layer's label is its path + .quant."""
     return tuple(
-        LayerSpec(p, kind, i, o, QuantScheme.parse(sample[p + QUANT_SUFFIX]))
-        for p, kind, i, o in rows
+        LayerSpec(p, kind, i, o, QuantScheme.parse(sample[p + QUANT_SUFFIX]), n, p + QUANT_SUFFIX)
+        for p, kind, i, o, n in rows
     )
 
 
@@ -388,7 +424,16 @@ def _freeze(cfg: MobileDiTConfig, space: SearchSpace, sample: Sample) -> ArchSpe
     blocks = []
     for i in range(a.depth):
         prefix = f"transformer_blocks.{i}"
-        rows = _block_layers(prefix, w, a.heads[i], cfg.dim_head, a.inner[i], cfg.cross_attention)
+        rows = _block_layers(
+            prefix,
+            w,
+            a.heads[i],
+            cfg.dim_head,
+            a.inner[i],
+            cfg.cross_attention,
+            n,
+            cfg.context_len,
+        )
         blocks.append(
             BlockSpec(
                 prefix,
@@ -785,13 +830,32 @@ class _DiTTrunk:
         for block in self.transformer_blocks[: self._depth()]:
             x = block(x, temb, context, attn_bias, ctx_bias)
 
-        shift, scale = (self.scale_shift_table[:, :w][None] + emb_t[:, None]).chunk(2, dim=1)
-        x = self.norm_out(x) * (1 + scale) + shift
-        x = self.proj_out(x)  # (B, N, p·p·C)
-        # unpatchify: (B, gh, gw, p, p, C) → (B, C, gh·p, gw·p)
-        x = x.reshape(-1, gh, gw, p, p, c)
-        x = torch.einsum("nhwpqc->nchpwq", x)
-        return x.reshape(-1, c, gh * p, gw * p)
+        table = self.scale_shift_table[:, :w]
+        return _final_layer(x, emb_t, self.norm_out, table, self.proj_out, gh, gw, p, c)
+
+
+def _final_layer(
+    x: Tensor,
+    emb_t: Tensor,
+    norm_out: nn.Module,
+    table: Tensor,
+    proj_out: nn.Module,
+    gh: int,
+    gw: int,
+    p: int,
+    c: int,
+) -> Tensor:
+    """PixArt's final layer: modulated LayerNorm → proj_out → unpatchify.
+
+    x (B, N, w), emb_t (B, w), table (2, w) → (B, C, gh·p, gw·p).
+    """
+    shift, scale = (table[None] + emb_t[:, None]).chunk(2, dim=1)
+    x = norm_out(x) * (1 + scale) + shift
+    x = proj_out(x)  # (B, N, p·p·C)
+    # unpatchify: (B, gh, gw, p, p, C) → (B, C, gh·p, gw·p)
+    x = x.reshape(-1, gh, gw, p, p, c)
+    x = torch.einsum("nhwpqc->nchpwq", x)
+    return x.reshape(-1, c, gh * p, gw * p)
 
 
 # ---------------------------------------------------------------------------------------
@@ -874,6 +938,42 @@ class MobileDiT(_DiTTrunk, ModelMixin, ConfigMixin):
         return Transformer2DModelOutput(sample=out) if return_dict else (out,)
 
 
+def standalone_config(cfg: MobileDiTConfig, space: SearchSpace, sample: Sample) -> dict[str, Any]:
+    """Constructor arguments of the `MobileDiT` of `sample`."""
+    s = space.canonical(sample)
+    a = _resolve(cfg, s)
+    return {
+        "sample_size": cfg.sample_size,
+        "patch_size": cfg.patch_size,
+        "in_channels": cfg.in_channels,
+        "out_channels": cfg.out_ch,
+        "width": a.width,
+        "num_attention_heads": list(a.heads),
+        "attention_head_dim": cfg.dim_head,
+        "ff_inner_dims": list(a.inner),
+        "cross_attention": cfg.cross_attention,
+        "caption_channels": cfg.caption_channels if cfg.cross_attention else None,
+        "interpolation_scale": cfg.interpolation_scale,
+        "quant_plan": {layer.path: str(layer.quant) for layer in space.freeze(s).layers},
+    }
+
+
+def example_inputs(cfg: MobileDiTConfig, batch: int = 2, seed: int = 0) -> dict[str, Tensor]:
+    """Noisy latents, timesteps in [0, 1000) and (with cross-attention) a context."""
+    g = torch.Generator().manual_seed(seed)
+    out = {
+        "hidden_states": torch.randn(
+            batch, cfg.in_channels, cfg.sample_size, cfg.sample_size, generator=g
+        ),
+        "timestep": torch.randint(0, 1000, (batch,), generator=g),
+    }
+    if cfg.cross_attention:
+        out["encoder_hidden_states"] = torch.randn(
+            batch, cfg.context_len, cfg.caption_channels, generator=g
+        )
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 # The supernet
 # ---------------------------------------------------------------------------------------
@@ -928,39 +1028,11 @@ class MobileDiTSupernet(_DiTTrunk, Supernet):
         return {"scale_shift_table": self.scale_shift_table[:, :w].detach().clone()}
 
     def standalone_config(self, sample: Sample) -> dict[str, Any]:
-        a = _resolve(self.cfg, sample)
-        cfg = self.cfg
-        return {
-            "sample_size": cfg.sample_size,
-            "patch_size": cfg.patch_size,
-            "in_channels": cfg.in_channels,
-            "out_channels": cfg.out_ch,
-            "width": a.width,
-            "num_attention_heads": list(a.heads),
-            "attention_head_dim": cfg.dim_head,
-            "ff_inner_dims": list(a.inner),
-            "cross_attention": cfg.cross_attention,
-            "caption_channels": cfg.caption_channels if cfg.cross_attention else None,
-            "interpolation_scale": cfg.interpolation_scale,
-            "quant_plan": self.quant_plan(sample),
-        }
+        return standalone_config(self.cfg, self.space, sample)
 
     def example_inputs(self, batch: int = 2, seed: int = 0) -> dict[str, Tensor]:
-        """Noisy latents, timesteps in [0, 1000) and (with cross-attention) a context."""
-        g = torch.Generator().manual_seed(seed)
-        cfg = self.cfg
         device = next(self.parameters()).device
-        out = {
-            "hidden_states": torch.randn(
-                batch, cfg.in_channels, cfg.sample_size, cfg.sample_size, generator=g
-            ),
-            "timestep": torch.randint(0, 1000, (batch,), generator=g),
-        }
-        if cfg.cross_attention:
-            out["encoder_hidden_states"] = torch.randn(
-                batch, cfg.context_len, cfg.caption_channels, generator=g
-            )
-        return {k: v.to(device) for k, v in out.items()}
+        return {k: v.to(device) for k, v in example_inputs(self.cfg, batch, seed).items()}
 
     def forward(
         self,
@@ -1059,11 +1131,150 @@ class MobileDiTSupernet(_DiTTrunk, Supernet):
         log.info("initialised %s from teacher %s", self.space.name, p)
 
 
+# ---------------------------------------------------------------------------------------
+# Block models: one float micro-model per spec block (what a latency backend times)
+# ---------------------------------------------------------------------------------------
+class AdaLNSingleBlock(nn.Module):
+    """adaLN-single on timesteps (B,) → (modulation (B, 6w), embedding (B, w))."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.adaln_single = AdaLayerNormSingle(width, None)
+
+    def forward(self, timestep: Tensor) -> tuple[Tensor, Tensor]:
+        return self.adaln_single(timestep, self.adaln_single.linear.weight.dtype)
+
+
+class DiTBlockModel(nn.Module):
+    """A `DiTBlock` without masks: (x (B, N, w), temb (B, 6w)[, context (B, M, w)])."""
+
+    def __init__(self, block: DiTBlock) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: Tensor, temb: Tensor, context: Tensor | None = None) -> Tensor:
+        return self.block(x, temb, context, None, None)
+
+
+class DiTFinalBlock(nn.Module):
+    """norm_out + scale_shift_table + proj_out + unpatchify: (x (B, N, w), emb (B, w))."""
+
+    def __init__(self, width: int, grid: int, patch_size: int, out_channels: int) -> None:
+        super().__init__()
+        self.grid, self.p, self.c = grid, patch_size, out_channels
+        self.norm_out = ElasticLayerNorm(width, elementwise_affine=False, eps=NORM_EPS)
+        self.scale_shift_table = nn.Parameter(torch.randn(2, width) / width**0.5)
+        self.proj_out = ElasticLinear(width, patch_size * patch_size * out_channels)
+
+    def forward(self, x: Tensor, emb_t: Tensor) -> Tensor:
+        g = self.grid
+        table = self.scale_shift_table
+        return _final_layer(x, emb_t, self.norm_out, table, self.proj_out, g, g, self.p, self.c)
+
+
+Built = tuple[nn.Module, tuple[Tensor, ...]]
+
+
+class _Inputs:
+    """Deterministic example inputs of one block model: one generator seeded 0."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+        self.g = torch.Generator().manual_seed(0)
+
+    def randn(self, *shape: int) -> Tensor:
+        return torch.randn(self.batch, *shape, generator=self.g)
+
+    def steps(self) -> Tensor:
+        """Timesteps (B,) in [0, 1000), as float (what an on-device runtime feeds)."""
+        return torch.randint(0, 1000, (self.batch,), generator=self.g).float()
+
+
+def _bm_patch_embed(d: dict[str, Any], x: _Inputs) -> Built:
+    p, h, w = d["patch_size"], d["H"], d["W"]
+    m = PatchEmbed(h, p, d["in_channels"], d["width"], max(h // 64, 1))
+    m.pos(d["width"], h // p, w // p, torch.device("cpu"))  # cache: a constant when traced
+    return m, (x.randn(d["in_channels"], h, w),)
+
+
+def _bm_adaln_single(d: dict[str, Any], x: _Inputs) -> Built:
+    if d["freq_dim"] != TIME_FREQ_DIM or d["out"] != 6 * d["width"]:
+        raise ConfigError(f"adaln_single dims {d}: need freq_dim {TIME_FREQ_DIM}, out 6×width")
+    return AdaLNSingleBlock(d["width"]), (x.steps(),)
+
+
+def _bm_caption_projection(d: dict[str, Any], x: _Inputs) -> Built:
+    m = CaptionProjection(d["caption_channels"], d["width"], None)
+    return m, (x.randn(d["context_len"], d["caption_channels"]),)
+
+
+def _bm_dit_block(d: dict[str, Any], x: _Inputs) -> Built:
+    w, cross = d["width"], bool(d["cross_attention"])
+    blk = DiTBlock(w, d["heads"], d["dim_head"], d["ff_inner"], cross, None, "block")
+    inputs = (x.randn(d["tokens"], w), x.randn(6 * w))
+    if cross:
+        if d["context_dim"] != w:
+            raise ConfigError(f"dit_block dims {d}: the projected context has the model width")
+        inputs += (x.randn(d["context_len"], w),)
+    return DiTBlockModel(blk), inputs
+
+
+def _bm_dit_final(d: dict[str, Any], x: _Inputs) -> Built:
+    g, w = d["grid"], d["width"]
+    if g * g != d["tokens"]:
+        raise ConfigError(f"dit_final dims {d}: tokens must be grid²")
+    m = DiTFinalBlock(w, g, d["patch_size"], d["out_channels"])
+    return m, (x.randn(d["tokens"], w), x.randn(w))
+
+
+_BLOCK_MODELS: dict[str, Callable[[dict[str, Any], _Inputs], Built]] = {
+    "patch_embed": _bm_patch_embed,
+    "adaln_single": _bm_adaln_single,
+    "caption_projection": _bm_caption_projection,
+    "dit_block": _bm_dit_block,
+    "dit_final": _bm_dit_final,
+}
+
+
+def block_model(kind: str, dims: Mapping[str, Any], batch: int = 1) -> Built:
+    """The float micro-model of one spec block and its example inputs (batch `batch`).
+
+    Built of the classes the standalone model uses, at exactly `dims` (a `BlockSpec.d`),
+    unconfigured (no quant schemes), in eval mode; weights and inputs are seeded 0.
+    ``module(*inputs)`` runs what the standalone model runs for that block — patch_embed:
+    x (B, C, H, W) → tokens; adaln_single: timesteps (B,) → ((B, 6w), (B, w));
+    caption_projection: caption (B, M, caption_channels); dit_block: (x (B, N, w),
+    temb (B, 6w)[, context (B, M, w)]); dit_final: (x (B, N, w), emb (B, w)) → image.
+    """
+    build = _BLOCK_MODELS.get(kind)
+    if build is None:
+        raise ConfigError(
+            f"{FAMILY_NAME} has no block kind {kind!r}; its kinds are {sorted(_BLOCK_MODELS)}"
+        )
+    with torch.random.fork_rng(devices=[]):  # seeded weights, the caller's RNG untouched
+        torch.manual_seed(0)
+        try:
+            module, inputs = build(dict(dims), _Inputs(batch))
+        except KeyError as e:
+            raise ConfigError(
+                f"{FAMILY_NAME} block {kind!r} needs dim {e.args[0]!r}; got dims {dict(dims)} "
+                "(give the dims of a BlockSpec of this family)"
+            ) from None
+    return module.eval(), inputs
+
+
 def make_supernet(cfg: MobileDiTConfig, space: SearchSpace) -> MobileDiTSupernet:
     return MobileDiTSupernet(cfg, space)
 
 
-FAMILY = Family(FAMILY_NAME, make_space, make_supernet, MobileDiT)
+FAMILY = Family(
+    FAMILY_NAME,
+    make_space,
+    make_supernet,
+    MobileDiT,
+    block_model,
+    standalone_hook(MobileDiT, standalone_config, example_inputs),
+)
 
 # Digits (1 channel, 16×16, 10 classes embedded as a 4-token context): 64 tokens of
 # width ≤ 128, ≤ 8 blocks — a max forward on batch 8 runs in milliseconds on a CPU.
@@ -1089,6 +1300,7 @@ __all__ = [
     "MobileDiT",
     "MobileDiTConfig",
     "MobileDiTSupernet",
+    "block_model",
     "ff_inner",
     "make_space",
     "make_supernet",

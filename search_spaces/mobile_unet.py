@@ -103,8 +103,25 @@ proj_out: width, H, W, tokens, groups), ``transformer`` (one
 BasicTransformerBlock: width, tokens, H, W, heads, dim_head, context_len,
 context_dim, ff_inner), ``downsample`` / ``upsample`` (in, out, H, W of the
 input), ``conv_in``, ``time_embedding``, ``conv_out``. Each layer's scheme is
-the sample's value for the supernet layer it is copied from; the supernet's
-`quant_plan(sample)` lists the same standalone paths (what export writes).
+the sample's value for the supernet layer it is copied from, and its ``label``
+is that supernet layer's ``.quant`` label (for an up block's last ResNet below
+max depth it names the max model's last index, not the standalone path); the
+supernet's `quant_plan(sample)` lists the same standalone paths (what export
+writes). A layer's ``positions`` (per sample) are the output pixels of a conv —
+conv_in / conv_out and ResNet convs at their stage's H·W, the downsampler at the
+halved resolution, the upsampler at the doubled one — and the tokens of a
+linear: H·W for proj_in / proj_out, attention queries / outputs and the GEGLU;
+the context length for cross-attention ``to_k`` / ``to_v``; 1 for the time
+embedding and ``time_emb_proj``.
+
+`block_model(kind, dims, batch)` (the family's `Family.block_model`) builds the
+float micro-model of one spec block from the classes above at exactly its dims,
+with example inputs, for latency tables: ``conv_in`` (ElasticConv2d),
+``time_embedding`` (time_proj + TimestepEmbedding), ``resnet`` (ResnetBlock2D),
+``transformer_io`` (a Transformer2DModel without blocks: norm, proj_in/out,
+residual), ``transformer`` (BasicTransformerBlock), ``downsample`` /
+``upsample`` (Downsample2D / Upsample2D), ``conv_out`` (conv_norm_out → SiLU →
+conv_out).
 """
 
 from __future__ import annotations
@@ -125,7 +142,12 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from torch import Tensor, nn
 
-from nas.diffusers_compat import as_timesteps, copy_teacher_state, read_teacher_config
+from nas.diffusers_compat import (
+    as_timesteps,
+    copy_teacher_state,
+    read_teacher_config,
+    standalone_hook,
+)
 from nas.elastic import (
     ChannelSel,
     ElasticAttention,
@@ -385,6 +407,16 @@ def _max_active(cfg: MobileUNetConfig) -> _Active:
 QuantOf = Callable[[str], QuantScheme]
 
 
+def _layer(
+    path: str, kind: str, cin: int, cout: int, src: str, positions: int, q: QuantOf
+) -> LayerSpec:
+    """A layer at standalone `path` whose scheme is the label of supernet layer `src`.
+
+    `positions`: output pixels (convs) or tokens (linears) of one sample.
+    """
+    return LayerSpec(path, kind, cin, cout, q(src), positions, src + QUANT_SUFFIX)
+
+
 def _resnet_spec(
     path: str,
     src: str,
@@ -397,14 +429,15 @@ def _resnet_spec(
     shortcut: bool,
     q: QuantOf,
 ) -> BlockSpec:
+    px = hw * hw
     layers = [
-        LayerSpec(f"{path}.conv1", "conv3x3", cin, inner, q(f"{src}.conv1")),
-        LayerSpec(f"{path}.time_emb_proj", "linear", temb, inner, q(f"{src}.time_emb_proj")),
-        LayerSpec(f"{path}.conv2", "conv3x3", inner, cout, q(f"{src}.conv2")),
+        _layer(f"{path}.conv1", "conv3x3", cin, inner, f"{src}.conv1", px, q),
+        _layer(f"{path}.time_emb_proj", "linear", temb, inner, f"{src}.time_emb_proj", 1, q),
+        _layer(f"{path}.conv2", "conv3x3", inner, cout, f"{src}.conv2", px, q),
     ]
     if shortcut:
         layers.append(
-            LayerSpec(f"{path}.conv_shortcut", "conv1x1", cin, cout, q(f"{src}.conv_shortcut"))
+            _layer(f"{path}.conv_shortcut", "conv1x1", cin, cout, f"{src}.conv_shortcut", px, q)
         )
     dims = {
         "in": cin,
@@ -442,27 +475,28 @@ def _transformer_specs(
             ("groups", cfg.norm_num_groups),
         ),
         (
-            LayerSpec(f"{path}.proj_in", "linear", width, width, q(f"{src}.proj_in")),
-            LayerSpec(f"{path}.proj_out", "linear", width, width, q(f"{src}.proj_out")),
+            _layer(f"{path}.proj_in", "linear", width, width, f"{src}.proj_in", tokens, q),
+            _layer(f"{path}.proj_out", "linear", width, width, f"{src}.proj_out", tokens, q),
         ),
     )
     out = [io]
     for k in range(depth):
         p, sp = f"{path}.transformer_blocks.{k}", f"{src}.transformer_blocks.{k}"
-        layers = []
-        for attn, kv_in in (("attn1", width), ("attn2", cfg.cross_attention_dim)):
-            layers += [
-                LayerSpec(f"{p}.{attn}.to_q", "linear", width, inner, q(f"{sp}.{attn}.to_q")),
-                LayerSpec(f"{p}.{attn}.to_k", "linear", kv_in, inner, q(f"{sp}.{attn}.to_k")),
-                LayerSpec(f"{p}.{attn}.to_v", "linear", kv_in, inner, q(f"{sp}.{attn}.to_v")),
-                LayerSpec(
-                    f"{p}.{attn}.to_out.0", "linear", inner, width, q(f"{sp}.{attn}.to_out.0")
-                ),
+        # (name, in, out, positions): queries and outputs run over the block's tokens,
+        # cross-attention keys / values over the context.
+        rows = []
+        for attn, kv_in, kv_n in (
+            ("attn1", width, tokens),
+            ("attn2", cfg.cross_attention_dim, cfg.context_len),
+        ):
+            rows += [
+                (f"{attn}.to_q", width, inner, tokens),
+                (f"{attn}.to_k", kv_in, inner, kv_n),
+                (f"{attn}.to_v", kv_in, inner, kv_n),
+                (f"{attn}.to_out.0", inner, width, tokens),
             ]
-        layers += [
-            LayerSpec(f"{p}.ff.net.0.proj", "linear", width, 2 * ff, q(f"{sp}.ff.net.0.proj")),
-            LayerSpec(f"{p}.ff.net.2", "linear", ff, width, q(f"{sp}.ff.net.2")),
-        ]
+        rows += [("ff.net.0.proj", width, 2 * ff, tokens), ("ff.net.2", ff, width, tokens)]
+        layers = [_layer(f"{p}.{n}", "linear", i, o, f"{sp}.{n}", m, q) for n, i, o, m in rows]
         dims = {
             "width": width,
             "tokens": tokens,
@@ -486,6 +520,7 @@ def _stages(cfg: MobileUNetConfig, act: _Active, q: QuantOf) -> list[StageSpec]:
     """
     lay, g = _layout(cfg), cfg.norm_num_groups
     n, w, temb = lay.n, act.widths, lay.time_embed_dim
+    px0 = lay.hw[0] * lay.hw[0]
     stages = [
         StageSpec(
             "stem",
@@ -494,27 +529,17 @@ def _stages(cfg: MobileUNetConfig, act: _Active, q: QuantOf) -> list[StageSpec]:
                     "conv_in",
                     "conv_in",
                     (("in", cfg.in_channels), ("out", w[0]), ("H", lay.hw[0]), ("W", lay.hw[0])),
-                    (LayerSpec("conv_in", "conv3x3", cfg.in_channels, w[0], q("conv_in")),),
+                    (_layer("conv_in", "conv3x3", cfg.in_channels, w[0], "conv_in", px0, q),),
                 ),
                 BlockSpec(
                     "time_embedding",
                     "time_embedding",
                     (("in", lay.time_proj_dim), ("hidden", temb), ("out", temb)),
-                    (
-                        LayerSpec(
-                            "time_embedding.linear_1",
-                            "linear",
-                            lay.time_proj_dim,
-                            temb,
-                            q("time_embedding.linear_1"),
-                        ),
-                        LayerSpec(
-                            "time_embedding.linear_2",
-                            "linear",
-                            temb,
-                            temb,
-                            q("time_embedding.linear_2"),
-                        ),
+                    tuple(
+                        _layer(
+                            f"time_embedding.{n}", "linear", i, temb, f"time_embedding.{n}", 1, q
+                        )
+                        for n, i in (("linear_1", lay.time_proj_dim), ("linear_2", temb))
                     ),
                 ),
             ),
@@ -539,12 +564,14 @@ def _stages(cfg: MobileUNetConfig, act: _Active, q: QuantOf) -> list[StageSpec]:
                 )
         if s < n - 1:
             p = f"down_blocks.{s}.downsamplers.0"
+            half = (hw + 1) // 2
             blocks.append(
                 BlockSpec(
                     p,
                     "downsample",
                     (("in", w[s]), ("out", w[s]), ("H", hw), ("W", hw), ("stride", 2)),
-                    (LayerSpec(f"{p}.conv", "conv3x3_s2", w[s], w[s], q(f"{p}.conv")),),
+                    # stride 2, padding 1: the output is ceil(hw / 2) square
+                    (_layer(f"{p}.conv", "conv3x3_s2", w[s], w[s], f"{p}.conv", half * half, q),),
                 )
             )
         stages.append(StageSpec(f"down.{s}", tuple(blocks)))
@@ -615,7 +642,8 @@ def _stages(cfg: MobileUNetConfig, act: _Active, q: QuantOf) -> list[StageSpec]:
                     p,
                     "upsample",
                     (("in", w[s]), ("out", w[s]), ("H", hw), ("W", hw), ("scale", 2)),
-                    (LayerSpec(f"{p}.conv", "conv3x3", w[s], w[s], q(f"{p}.conv")),),
+                    # nearest ×2 first: the conv runs at the upsampled resolution
+                    (_layer(f"{p}.conv", "conv3x3", w[s], w[s], f"{p}.conv", 4 * hw * hw, q),),
                 )
             )
         stages.append(StageSpec(f"up.{u}", tuple(blocks)))
@@ -633,7 +661,7 @@ def _stages(cfg: MobileUNetConfig, act: _Active, q: QuantOf) -> list[StageSpec]:
                         ("W", lay.hw[0]),
                         ("groups", g),
                     ),
-                    (LayerSpec("conv_out", "conv3x3", w[0], cfg.out_channels, q("conv_out")),),
+                    (_layer("conv_out", "conv3x3", w[0], cfg.out_channels, "conv_out", px0, q),),
                 ),
             ),
         )
@@ -885,7 +913,8 @@ class Transformer2DModel(nn.Module):
 
     x (B, C, H, W) → GroupNorm(eps 1e-6) → tokens (B, H·W, C) → proj_in → blocks
     → proj_out → (B, C, H, W) → + x. Elastic depth runs the first `active_depth`
-    blocks; depth 0 makes the whole module the identity (attention removed).
+    blocks; active depth 0 makes the whole module the identity (attention removed).
+    Built with no blocks it runs its I/O only (the ``transformer_io`` block model).
     """
 
     def __init__(
@@ -920,9 +949,9 @@ class Transformer2DModel(nn.Module):
     def reset_active(self) -> None:
         self.active_depth = None
 
-    def forward(self, x: Tensor, context: Tensor) -> Tensor:
+    def forward(self, x: Tensor, context: Tensor | None) -> Tensor:
         depth = len(self.transformer_blocks) if self.active_depth is None else self.active_depth
-        if depth == 0:
+        if self.active_depth == 0:
             return x
         b, c, h, w = x.shape
         residual = x
@@ -1550,6 +1579,49 @@ def check_teacher_config(
         )
 
 
+def standalone_config(cfg: MobileUNetConfig, space: SearchSpace, sample: Sample) -> dict[str, Any]:
+    """Constructor arguments of the `MobileUNet` of `sample`."""
+    lay = _layout(cfg)
+    s = space.canonical(sample)
+    act = _resolve(cfg, s)
+    return {
+        "sample_size": cfg.sample_size,
+        "in_channels": cfg.in_channels,
+        "out_channels": cfg.out_channels,
+        "block_out_channels": list(act.widths),
+        "layers_per_block": list(act.depths),
+        "transformer_layers_per_block": list(act.attn),
+        "attention_heads": list(act.heads),
+        "attention_head_dims": list(lay.dh),
+        "mid_attention_heads": act.mid_heads,
+        "mid_transformer_layers": cfg.mid_attn_depth,
+        "down_inner": [list(x) for x in act.down_inner],
+        "up_inner": [list(x) for x in act.up_inner],
+        "mid_inner": list(act.mid_inner),
+        "down_shortcut": list(lay.shortcut0),
+        "time_proj_dim": lay.time_proj_dim,
+        "time_embed_dim": lay.time_embed_dim,
+        "cross_attention_dim": cfg.cross_attention_dim,
+        "norm_num_groups": cfg.norm_num_groups,
+        "quant_plan": {layer.path: str(layer.quant) for layer in space.freeze(s).layers},
+    }
+
+
+def example_inputs(cfg: MobileUNetConfig, batch: int = 2, seed: int = 0) -> dict[str, Tensor]:
+    """Noisy samples, integer timesteps in [0, 1000) and a context of `context_len` tokens."""
+    g = torch.Generator().manual_seed(seed)
+    out = {
+        "sample": torch.randn(
+            batch, cfg.in_channels, cfg.sample_size, cfg.sample_size, generator=g
+        ),
+        "timestep": torch.randint(0, 1000, (batch,), generator=g),
+        "encoder_hidden_states": torch.randn(
+            batch, cfg.context_len, cfg.cross_attention_dim, generator=g
+        ),
+    }
+    return out
+
+
 # =========================================================================== supernet
 class MobileUNetSupernet(Supernet):
     """The weight-sharing supernet of a `MobileUNetConfig` (diffusers layout at max)."""
@@ -1727,52 +1799,12 @@ class MobileUNetSupernet(Supernet):
             parts[3] = str(lay.D[s])
         return ".".join(parts)
 
-    def quant_plan(self, sample: Sample) -> dict[str, str]:
-        """Standalone module path → scheme of every layer the sample keeps."""
-        spec = self.space.freeze(sample)
-        return {layer.path: str(layer.quant) for layer in spec.layers}
-
     def standalone_config(self, sample: Sample) -> dict[str, Any]:
-        cfg, lay = self.config, _layout(self.config)
-        s = self.space.canonical(sample)
-        act = _resolve(cfg, s)
-        return {
-            "sample_size": cfg.sample_size,
-            "in_channels": cfg.in_channels,
-            "out_channels": cfg.out_channels,
-            "block_out_channels": list(act.widths),
-            "layers_per_block": list(act.depths),
-            "transformer_layers_per_block": list(act.attn),
-            "attention_heads": list(act.heads),
-            "attention_head_dims": list(lay.dh),
-            "mid_attention_heads": act.mid_heads,
-            "mid_transformer_layers": cfg.mid_attn_depth,
-            "down_inner": [list(x) for x in act.down_inner],
-            "up_inner": [list(x) for x in act.up_inner],
-            "mid_inner": list(act.mid_inner),
-            "down_shortcut": list(lay.shortcut0),
-            "time_proj_dim": lay.time_proj_dim,
-            "time_embed_dim": lay.time_embed_dim,
-            "cross_attention_dim": cfg.cross_attention_dim,
-            "norm_num_groups": cfg.norm_num_groups,
-            "quant_plan": self.quant_plan(s),
-        }
+        return standalone_config(self.config, self.space, sample)
 
     def example_inputs(self, batch: int = 2, seed: int = 0) -> dict[str, Tensor]:
-        """Noisy samples, integer timesteps in [0, 1000) and a context of `context_len` tokens."""
-        g = torch.Generator().manual_seed(seed)
-        cfg = self.config
         device = next(self.parameters()).device
-        out = {
-            "sample": torch.randn(
-                batch, cfg.in_channels, cfg.sample_size, cfg.sample_size, generator=g
-            ),
-            "timestep": torch.randint(0, 1000, (batch,), generator=g),
-            "encoder_hidden_states": torch.randn(
-                batch, cfg.context_len, cfg.cross_attention_dim, generator=g
-            ),
-        }
-        return {k: v.to(device) for k, v in out.items()}
+        return {k: v.to(device) for k, v in example_inputs(self.config, batch, seed).items()}
 
     def forward(
         self,
@@ -1787,12 +1819,160 @@ class MobileUNetSupernet(Supernet):
         return UNet2DConditionOutput(sample=out)
 
 
+# =========================================================================== block models
+class TimeEmbeddingBlock(nn.Module):
+    """time_proj (sinusoidal, no weights) → time_embedding: timesteps (B,) → temb (B, out)."""
+
+    def __init__(self, proj_dim: int, dim: int) -> None:
+        super().__init__()
+        self.time_proj = Timesteps(proj_dim, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_embedding = TimestepEmbedding(proj_dim, dim)
+
+    def forward(self, timestep: Tensor) -> Tensor:
+        t = self.time_proj(timestep).to(self.time_embedding.linear_1.weight.dtype)
+        return self.time_embedding(t)
+
+
+class TransformerIOBlock(nn.Module):
+    """A Transformer2DModel without blocks: GroupNorm → proj_in → proj_out → + x.
+
+    Its cost plus one ``transformer`` block model per transformer block is the cost
+    of the whole Transformer2DModel.
+    """
+
+    def __init__(self, width: int, groups: int) -> None:
+        super().__init__()
+        self.attn = Transformer2DModel(width, 1, width, 0, width, groups)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.attn(x, None)
+
+
+class HeadBlock(nn.Module):
+    """conv_norm_out → SiLU → conv_out, the standalone model's last modules."""
+
+    def __init__(self, cin: int, cout: int, groups: int) -> None:
+        super().__init__()
+        self.conv_norm_out = ElasticGroupNorm(groups, cin, eps=RESNET_EPS)
+        self.conv_act = nn.SiLU()
+        self.conv_out = ElasticConv2d(cin, cout, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv_out(self.conv_act(self.conv_norm_out(x)))
+
+
+Built = tuple[nn.Module, tuple[Tensor, ...]]
+
+
+class _Inputs:
+    """Deterministic example inputs of one block model: one generator seeded 0."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+        self.g = torch.Generator().manual_seed(0)
+
+    def randn(self, *shape: int) -> Tensor:
+        return torch.randn(self.batch, *shape, generator=self.g)
+
+    def steps(self) -> Tensor:
+        """Timesteps (B,) in [0, 1000), as float (what an on-device runtime feeds)."""
+        return torch.randint(0, 1000, (self.batch,), generator=self.g).float()
+
+
+def _bm_conv_in(d: dict[str, Any], x: _Inputs) -> Built:
+    return ElasticConv2d(d["in"], d["out"], 3, padding=1), (x.randn(d["in"], d["H"], d["W"]),)
+
+
+def _bm_time_embedding(d: dict[str, Any], x: _Inputs) -> Built:
+    if d["hidden"] != d["out"]:
+        raise ConfigError(f"time_embedding dims {d}: hidden must equal out (linear_2 is square)")
+    return TimeEmbeddingBlock(d["in"], d["out"]), (x.steps(),)
+
+
+def _bm_resnet(d: dict[str, Any], x: _Inputs) -> Built:
+    m = ResnetBlock2D(d["in"], d["inner"], d["out"], d["temb"], d["groups"], bool(d["shortcut"]))
+    return m, (x.randn(d["in"], d["H"], d["W"]), x.randn(d["temb"]))
+
+
+def _bm_transformer_io(d: dict[str, Any], x: _Inputs) -> Built:
+    return TransformerIOBlock(d["width"], d["groups"]), (x.randn(d["width"], d["H"], d["W"]),)
+
+
+def _bm_transformer(d: dict[str, Any], x: _Inputs) -> Built:
+    if d["ff_inner"] != FF_MULT * d["width"]:
+        raise ConfigError(f"transformer dims {d}: ff_inner must be {FF_MULT} × width")
+    m = BasicTransformerBlock(d["width"], d["heads"], d["dim_head"], d["context_dim"])
+    return m, (x.randn(d["tokens"], d["width"]), x.randn(d["context_len"], d["context_dim"]))
+
+
+def _bm_downsample(d: dict[str, Any], x: _Inputs) -> Built:
+    if d["in"] != d["out"]:
+        raise ConfigError(f"downsample dims {d}: Downsample2D keeps its channels (in == out)")
+    return Downsample2D(d["in"]), (x.randn(d["in"], d["H"], d["W"]),)
+
+
+def _bm_upsample(d: dict[str, Any], x: _Inputs) -> Built:
+    if d["in"] != d["out"]:
+        raise ConfigError(f"upsample dims {d}: Upsample2D keeps its channels (in == out)")
+    return Upsample2D(d["in"]), (x.randn(d["in"], d["H"], d["W"]),)
+
+
+def _bm_conv_out(d: dict[str, Any], x: _Inputs) -> Built:
+    return HeadBlock(d["in"], d["out"], d["groups"]), (x.randn(d["in"], d["H"], d["W"]),)
+
+
+_BLOCK_MODELS: dict[str, Callable[[dict[str, Any], _Inputs], Built]] = {
+    "conv_in": _bm_conv_in,
+    "time_embedding": _bm_time_embedding,
+    "resnet": _bm_resnet,
+    "transformer_io": _bm_transformer_io,
+    "transformer": _bm_transformer,
+    "downsample": _bm_downsample,
+    "upsample": _bm_upsample,
+    "conv_out": _bm_conv_out,
+}
+
+
+def block_model(kind: str, dims: Mapping[str, Any], batch: int = 1) -> Built:
+    """The float micro-model of one spec block and its example inputs (batch `batch`).
+
+    Built of the classes the standalone model uses, at exactly `dims` (a `BlockSpec.d`),
+    unconfigured (no quant schemes), in eval mode; weights and inputs are seeded 0.
+    ``module(*inputs)`` runs what the standalone model runs for that block — resnet:
+    (x (B, in, H, W), temb (B, temb)); transformer: (tokens (B, N, width), context (B, M,
+    context_dim)); transformer_io: x (B, width, H, W); time_embedding: timesteps (B,);
+    conv_in / downsample / upsample / conv_out: x (B, in, H, W).
+    """
+    build = _BLOCK_MODELS.get(kind)
+    if build is None:
+        raise ConfigError(
+            f"{FAMILY_NAME} has no block kind {kind!r}; its kinds are {sorted(_BLOCK_MODELS)}"
+        )
+    with torch.random.fork_rng(devices=[]):  # seeded weights, the caller's RNG untouched
+        torch.manual_seed(0)
+        try:
+            module, inputs = build(dict(dims), _Inputs(batch))
+        except KeyError as e:
+            raise ConfigError(
+                f"{FAMILY_NAME} block {kind!r} needs dim {e.args[0]!r}; got dims {dict(dims)} "
+                "(give the dims of a BlockSpec of this family)"
+            ) from None
+    return module.eval(), inputs
+
+
 # =========================================================================== registry
 def make_supernet(cfg: MobileUNetConfig, space: SearchSpace) -> MobileUNetSupernet:
     return MobileUNetSupernet(cfg, space)
 
 
-FAMILY = Family(FAMILY_NAME, make_space, make_supernet, MobileUNet)
+FAMILY = Family(
+    FAMILY_NAME,
+    make_space,
+    make_supernet,
+    MobileUNet,
+    block_model,
+    standalone_hook(MobileUNet, standalone_config, example_inputs),
+)
 
 #: digits at 16×16 (1 channel), 3 stages: 16×16 / 8×8 / 4×4.
 MOBILE_UNET = MobileUNetConfig()
@@ -1857,6 +2037,7 @@ __all__ = [
     "MobileUNet",
     "MobileUNetConfig",
     "MobileUNetSupernet",
+    "block_model",
     "check_teacher_config",
     "diffusers_config",
     "inner_width",

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
-from nas import SPACES, ArchSpec, ConfigError, InvalidSampleError
+from nas import SPACES, ArchSpec, ConfigError, InvalidSampleError, QuantScheme
 from nas.quant import set_quant_enabled
 from search_spaces.mobile_dit import (
     MobileDiT,
@@ -216,6 +217,50 @@ def test_labels_and_freeze(name):
         assert len(kept) == 6 + 10 * s["depth"] + 1
         assert all(str(layers[p].quant) == s[p + ".quant"] for p in kept)
         assert layers["adaln_single.linear"].out_features == 6 * s["width"]
+
+
+def _positions_by_hooks(model: torch.nn.Module, inputs: dict) -> dict[str, int]:
+    """Output positions each conv / linear runs over (pixels or tokens) in one forward pass."""
+    seen: dict[str, int] = {}
+
+    def hook(path: str):
+        def f(mod, args, out):
+            seen[path] = out.numel() // out.shape[1 if isinstance(mod, nn.Conv2d) else -1]
+
+        return f
+
+    handles = [
+        m.register_forward_hook(hook(p))
+        for p, m in model.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
+    with torch.no_grad():
+        model(**inputs)
+    for h in handles:
+        h.remove()
+    return seen
+
+
+@pytest.mark.parametrize("which", ["registered", "no_cross"])
+def test_layer_positions_params_and_labels_follow_the_model(which):
+    """positions = what the extracted model runs (batch 1); params = its weights; labels."""
+    cfg = SPACES.get(TINY).config if which == "registered" else NO_CROSS
+    net = _net(cfg)
+    space = net.space
+    macs = []
+    for s in (space.min(), space.max(), *space.sample_many(3, rng=11)):
+        spec = space.freeze(s)
+        model = net.extract(s)
+        set_quant_enabled(model, False)
+        got = _positions_by_hooks(model, net.example_inputs(batch=1))
+        assert got == {layer.path: layer.positions for layer in spec.layers}
+        weights = {p: m.weight.numel() for p, m in model.named_modules() if p in got}
+        assert weights == {layer.path: layer.params for layer in spec.layers}
+        for layer in spec.layers:
+            assert layer.label == layer.path + ".quant" and layer.label in space.labels
+            assert QuantScheme.parse(spec.sample_dict[layer.label]) == layer.quant
+        macs.append(sum(layer.macs for layer in spec.layers))
+    assert macs[0] < macs[1] and all(macs[0] <= m <= macs[1] for m in macs)
 
 
 def test_hash_ignores_labels_of_removed_blocks():

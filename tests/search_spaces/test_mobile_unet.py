@@ -8,8 +8,9 @@ import time
 
 import pytest
 import torch
+from torch import nn
 
-from nas import SPACES, ArchSpec, ConfigError, InvalidSampleError
+from nas import SPACES, ArchSpec, ConfigError, InvalidSampleError, QuantScheme
 from nas.quant import QuantMixin, set_quant_enabled
 from search_spaces.mobile_unet import (
     TEST_MOBILE_UNET,
@@ -224,6 +225,52 @@ def test_spec_lists_every_block_and_matches_the_extracted_model(net):
             assert (w.shape[1], w.shape[0]) == (layer.in_features, layer.out_features), layer.path
             assert m.quant == layer.quant
         assert net.quant_plan(s) == {layer.path: str(layer.quant) for layer in spec.layers}
+
+
+def _positions_by_hooks(model: torch.nn.Module, inputs: dict) -> dict[str, int]:
+    """Output positions each conv / linear runs over (pixels or tokens) in one forward pass."""
+    seen: dict[str, int] = {}
+
+    def hook(path: str):
+        def f(mod, args, out):
+            seen[path] = out.numel() // out.shape[1 if isinstance(mod, nn.Conv2d) else -1]
+
+        return f
+
+    handles = [
+        m.register_forward_hook(hook(p))
+        for p, m in model.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
+    with torch.no_grad():
+        model(**inputs)
+    for h in handles:
+        h.remove()
+    return seen
+
+
+def test_layer_positions_and_labels_follow_the_model(net):
+    """positions = what the extracted model runs (batch 1); label = the scheme's own label."""
+    space, cfg = net.space, net.config
+    samples = [space.min(), space.max(), *space.sample_many(3, rng=11)]
+    macs = []
+    for s in samples:
+        spec = space.freeze(s)
+        model = net.extract(s)
+        set_quant_enabled(model, False)
+        got = _positions_by_hooks(model, _inputs(cfg, batch=1))
+        assert got == {layer.path: layer.positions for layer in spec.layers}
+        chosen = spec.sample_dict
+        for layer in spec.layers:
+            assert layer.label in space.labels, layer.path
+            assert QuantScheme.parse(chosen[layer.label]) == layer.quant, layer.path
+        macs.append(sum(layer.macs for layer in spec.layers))
+    assert macs[0] < macs[1] and all(macs[0] <= m <= macs[1] for m in macs)
+    # A shallower stage: the up block's last ResNet is the supernet's last (its label).
+    s = space.max() | {"stage.0.depth": 1}
+    u = cfg.num_stages - 1
+    layer = {x.path: x for x in space.freeze(s).layers}[f"up_blocks.{u}.resnets.1.conv1"]
+    assert layer.label == f"up_blocks.{u}.resnets.2.conv1.quant"
 
 
 def test_inner_width_rounds_to_whole_groups():

@@ -253,6 +253,20 @@ def sh_rm(fs: Fs, args: list[str]) -> int:
     return rc
 
 
+def sh_sha256sum(fs: Fs, args: list[str]) -> int:
+    import hashlib
+
+    rc = 0
+    for a in args:
+        p = fs.local(a)
+        if not p.is_file():
+            err(f"sha256sum: {a}: No such file or directory")
+            rc = 1
+        else:
+            out(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {a}")
+    return rc
+
+
 def sh_getprop(dev: dict[str, Any], args: list[str]) -> int:
     props: dict[str, str] = dev["props"]
     if args:
@@ -289,6 +303,7 @@ def run_shell(state: dict[str, Any], dev: dict[str, Any], words: list[str]) -> i
         "chmod": sh_chmod,
         "mkdir": sh_mkdir,
         "rm": sh_rm,
+        "sha256sum": sh_sha256sum,
     }
     if cmd in simple:
         return simple[cmd](fs, args)

@@ -1,0 +1,351 @@
+"""`onnxruntime` backend: export to ONNX, quantize the planned layers, time `session.run`.
+
+Export: `torch.onnx.export(..., dynamo=True)` (the default exporter). It
+writes each node's module scopes into `metadata_props`
+(`pkg.torch.onnx.name_scopes`, e.g. `['', 'ff', 'ff.0', 'linear_2']`: the
+qualified names of the enclosing modules, then the FX node), so a conv/linear
+module path maps to exactly its Conv / MatMul / Gemm node. Only when the dynamo
+export fails do we fall back to the deprecated TorchScript exporter
+(`dynamo=False`); its node names do not carry module paths reliably, so that
+path supports uniform plans only (every constant-weight Conv/MatMul/Gemm
+node gets the plan's class) and refuses mixed plans with a `ConversionError`.
+
+Kernels (`kernel_map`):
+
+- fp32: as exported.
+- int8: static QDQ quantization (`quantize_static`, per-channel int8 weights,
+  uint8 activations — ORT's recommended U8S8 pairing on CPU, with which its
+  graph optimizer fuses every planned Conv/MatMul into QLinearConv /
+  QLinearMatMul; with int8 activations some MatMuls stay DQ→MatMul in float),
+  calibrated on a few inputs shaped like the example.
+- w8: dynamic quantization (`quantize_dynamic`): MatMulInteger / ConvInteger
+  with activations quantized at run time.
+- w4: MatMulNBits (4-bit blockwise weights, block 32, float compute) for linear
+  layers. ORT has no 4-bit convolution: **conv layers of a w4 plan run w8**
+  (ConvInteger) — recorded as `conv_kernel_map` and in `runtime()`.
+- w4a8 → int8: no int4×int8 static kernels on the CPU provider.
+- fp16 → fp32: the CPU provider lacks fp16 kernels for most ops (it would
+  insert casts around float kernels, measuring the casts, not fp16).
+Everything that is not a planned conv/linear layer (norms, activations,
+attention matmuls) stays float; quantize/dequantize nodes sit at the layer
+boundaries, as in a deployed mixed-precision model.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import io
+import logging
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor, nn
+
+from latency_tables.backends.base import BACKENDS, Backend, Plan
+from latency_tables.backends.torch_eager import (
+    LRU,
+    ConversionError,
+    calibration_inputs,
+    content_key,
+    resolve_plan,
+    time_runs,
+)
+from latency_tables.measurement import Measurement
+
+if TYPE_CHECKING:
+    import onnx
+
+log = logging.getLogger(__name__)
+
+KERNEL_MAP = {
+    "fp32": "fp32",
+    "fp16": "fp32",
+    "int8": "int8",
+    "w8": "w8",
+    "w4a8": "int8",
+    "w4": "w4",
+}
+CONV_KERNEL_MAP = {"w4": "w8"}  # per op type: no 4-bit conv kernel in onnxruntime
+LAYER_OPS = ("Conv", "MatMul", "Gemm")
+W4_BLOCK = 32
+_FLOAT_MODELS = LRU(4)  # content key → serialized float ONNX model
+_SCOPES = "pkg.torch.onnx.name_scopes"
+_QUIET = (
+    "onnxruntime.quantization",
+    "onnxruntime.quantization.matmul_nbits_quantizer",
+    "root",  # quantize_static warns "consider pre-processing" on the root logger
+)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence exporter/quantizer chatter (their INFO logs, deprecation warnings, prints)."""
+    loggers = [logging.getLogger(n if n != "root" else None) for n in _QUIET]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def export_onnx(
+    module: nn.Module, inputs: tuple[Tensor, ...], dynamo: bool = True
+) -> onnx.ModelProto:
+    """The float ONNX model of `module(*inputs)` (dynamo exporter unless `dynamo=False`),
+    cached by content: a table build exports the same block once per kernel class."""
+    import onnx
+
+    key = content_key(module, inputs, dynamo)
+    cached = _FLOAT_MODELS.get(key)
+    if cached is not None:
+        return onnx.load_from_string(cached)
+    model = _export(module.eval(), inputs, dynamo)
+    _FLOAT_MODELS.put(key, model.SerializeToString())
+    return model
+
+
+def _export(module: nn.Module, inputs: tuple[Tensor, ...], dynamo: bool) -> onnx.ModelProto:
+    import onnx
+    import torch
+
+    with _quiet():
+        if dynamo:
+            program = torch.onnx.export(module, inputs, dynamo=True, verbose=False)
+            if program is None:  # the dynamo exporter always returns an ONNXProgram
+                raise ConversionError("torch.onnx.export(dynamo=True) returned no program")
+            return program.model_proto
+        buf = io.BytesIO()
+        torch.onnx.export(module, inputs, buf, dynamo=False)
+        return onnx.load_from_string(buf.getvalue())
+
+
+def layer_nodes(model: onnx.ModelProto, layers: Sequence[str]) -> dict[str, list[str]]:
+    """Module path → names of its Conv/MatMul/Gemm nodes, from the dynamo exporter's scopes."""
+    wanted = set(layers)
+    found: dict[str, list[str]] = {p: [] for p in layers}
+    for node in model.graph.node:
+        if node.op_type not in LAYER_OPS:
+            continue
+        meta = {p.key: p.value for p in node.metadata_props}
+        if _SCOPES not in meta:
+            continue
+        scopes = ast.literal_eval(meta[_SCOPES])
+        owner = next((s for s in reversed(scopes) if s in wanted), None)
+        if owner is not None:
+            found[owner].append(node.name)
+    return found
+
+
+def _weight_nodes(model: onnx.ModelProto) -> list[str]:
+    """Conv/MatMul/Gemm nodes whose second input is a stored weight (TorchScript fallback)."""
+    inits = {i.name for i in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type in LAYER_OPS and n.input[1] in inits]
+
+
+class _Reader:
+    """onnxruntime `CalibrationDataReader` over a fixed list of feeds."""
+
+    def __init__(self, feeds: list[dict[str, Any]]) -> None:
+        self._it = iter(feeds)
+
+    def get_next(self) -> dict[str, Any] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:  # not needed by MinMax; present for the protocol
+        pass
+
+
+def feed(names: Sequence[str], inputs: Sequence[Tensor]) -> dict[str, Any]:
+    """numpy feed of `inputs` for graph inputs `names` (the exporter keeps their order)."""
+    if len(names) != len(inputs):
+        raise ConversionError(
+            f"the ONNX graph has {len(names)} inputs {list(names)} but {len(inputs)} were given; "
+            "inputs the module ignores or folds to constants are dropped by the exporter"
+        )
+    return {n: t.detach().cpu().numpy() for n, t in zip(names, inputs)}
+
+
+def _feeds(model: onnx.ModelProto, batches: Sequence[Sequence[Tensor]]) -> list[dict[str, Any]]:
+    names = [i.name for i in model.graph.input]
+    return [feed(names, batch) for batch in batches]
+
+
+def to_onnx(
+    module: nn.Module, inputs: tuple[Tensor, ...], plan: Plan, exporter: str = "dynamo"
+) -> onnx.ModelProto:
+    """The ONNX model onnxruntime runs for `plan` (after this backend's aliases).
+
+    Raises `ConversionError` naming the step that failed.
+    """
+    import onnx
+
+    kernels = resolve_plan(module, plan, KERNEL_MAP)
+    model, mapped = None, True
+    if exporter == "dynamo":
+        try:
+            model = export_onnx(module, inputs, dynamo=True)
+        except Exception as e:  # noqa: BLE001  (any exporter failure → try the old exporter)
+            log.warning("dynamo ONNX export failed (%s); falling back to dynamo=False", e)
+    elif exporter != "torchscript":
+        raise ValueError(f"exporter must be 'dynamo' or 'torchscript', got {exporter!r}")
+    if model is None:
+        mapped = False
+        try:
+            model = export_onnx(module, inputs, dynamo=False)
+        except Exception as e:
+            raise ConversionError(
+                f"ONNX export of {type(module).__name__} failed with both exporters: {e}"
+            ) from e
+
+    by_class: dict[str, list[str]] = {}
+    if mapped:
+        nodes = layer_nodes(model, list(kernels))
+        missing = sorted(p for p, ns in nodes.items() if not ns and kernels[p] != "fp32")
+        if missing:
+            raise ConversionError(
+                f"no ONNX Conv/MatMul/Gemm node carries the module scope of {missing} "
+                f"(exporter scopes: {_SCOPES}); these layers cannot be quantized per layer"
+            )
+        for path, k in kernels.items():
+            by_class.setdefault(k, []).extend(nodes[path])
+    else:
+        classes = set(kernels.values())
+        if len(classes) > 1:
+            raise ConversionError(
+                "the TorchScript ONNX exporter does not record module paths, so only uniform "
+                f"plans can be quantized; this plan mixes {sorted(classes)}"
+            )
+        if classes:
+            by_class[classes.pop()] = _weight_nodes(model)
+    if not any(by_class.get(k) for k in ("int8", "w8", "w4")):
+        return model
+
+    with tempfile.TemporaryDirectory(prefix="mqnas-onnx-") as tmp, _quiet():
+        # The quantizers take paths (and mutate a ModelProto they are given).
+        current = Path(tmp, "float.onnx")
+        onnx.save(model, current)
+        try:
+            current = _quantize(current, model, by_class, inputs, Path(tmp))
+        except ConversionError:
+            raise
+        except Exception as e:
+            raise ConversionError(
+                f"onnxruntime quantization of {type(module).__name__} failed: {e}"
+            ) from e
+        return onnx.load(current)
+
+
+def _quantize(
+    path: Path,
+    model: onnx.ModelProto,
+    by_class: dict[str, list[str]],
+    inputs: tuple[Tensor, ...],
+    tmp: Path,
+) -> Path:
+    """Static int8 → dynamic w8 → MatMulNBits w4, each on its own nodes; returns the last file."""
+    import onnx
+    from onnxruntime.quantization import (
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    ops = {n.name: n.op_type for n in model.graph.node}
+    w4 = [n for n in by_class.get("w4", []) if ops[n] != "Conv"]
+    w8 = by_class.get("w8", []) + [n for n in by_class.get("w4", []) if ops[n] == "Conv"]
+    if by_class.get("int8"):
+        out = tmp / "int8.onnx"
+        quantize_static(
+            path,
+            out,
+            _Reader(_feeds(model, calibration_inputs(inputs))),  # type: ignore[arg-type]
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(LAYER_OPS),
+            nodes_to_quantize=by_class["int8"],
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+        path = out
+    if w8:
+        out = tmp / "w8.onnx"
+        quantize_dynamic(
+            path,
+            out,
+            op_types_to_quantize=list(LAYER_OPS),
+            nodes_to_quantize=w8,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+        )
+        path = out
+    if w4:
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        current = onnx.load(path)
+        # nodes_to_include only adds to the op-type selection; exclusion is what restricts.
+        keep = [n.name for n in current.graph.node if n.name not in set(w4)]
+        quantizer = MatMulNBitsQuantizer(
+            current, bits=4, block_size=W4_BLOCK, is_symmetric=True, nodes_to_exclude=keep
+        )
+        quantizer.process()
+        out = tmp / "w4.onnx"
+        onnx.save(quantizer.model.model, out)
+        path = out
+    return path
+
+
+@BACKENDS.register("onnxruntime")
+class OnnxRuntimeBackend(Backend):
+    """onnxruntime `InferenceSession` (CPUExecutionProvider unless `providers=[...]`)."""
+
+    name = "onnxruntime"
+    kernel_map = KERNEL_MAP
+    conv_kernel_map = CONV_KERNEL_MAP
+
+    def __init__(self, threads: int = 1, warmup: int = 10, runs: int = 50, **options: Any) -> None:
+        options.setdefault("providers", ["CPUExecutionProvider"])
+        options.setdefault("exporter", "dynamo")
+        super().__init__(threads, warmup, runs, **options)
+
+    def runtime(self) -> dict[str, str]:
+        import onnxruntime as ort
+
+        return {
+            "runtime": "onnxruntime",
+            "version": ort.__version__,
+            "providers": ",".join(self.options["providers"]),
+            "conv_kernel_map": ",".join(f"{k}->{v}" for k, v in CONV_KERNEL_MAP.items()),
+        }
+
+    def session(self, model: onnx.ModelProto) -> Any:
+        """An `InferenceSession` with this backend's threads and optimizations."""
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        try:
+            return ort.InferenceSession(
+                model.SerializeToString(), so, providers=list(self.options["providers"])
+            )
+        except Exception as e:
+            raise ConversionError(f"onnxruntime could not load the model: {e}") from e
+
+    def measure(self, module: nn.Module, inputs: tuple[Tensor, ...], plan: Plan) -> Measurement:
+        model = to_onnx(module, inputs, plan, exporter=self.options["exporter"])
+        sess = self.session(model)
+        data = feed([i.name for i in sess.get_inputs()], inputs)
+        return time_runs(lambda: sess.run(None, data), self.warmup, self.runs)

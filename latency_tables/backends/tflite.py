@@ -1,0 +1,288 @@
+"""`tflite` backend: LiteRT on this machine — convert, quantize, time `Interpreter.invoke()`.
+
+`to_tflite(module, inputs, plan)` is the conversion the phone backend
+(`adb_phone`) pushes too: `litert_torch.convert` gives the float model, then
+`ai_edge_quantizer` quantizes exactly the planned conv/linear layers, one
+recipe entry per layer. LiteRT names every op's output tensor after the
+module stack that produced it (`<root class>/<class>_<attr>/...;N`, see
+`litert_torch/backend/debuginfo`), and the quantizer selects ops by a regex on
+those names, so a layer's regex is its own stack anchored at the start (which
+also takes the NCHW↔NHWC transposes the converter wraps around a conv). After
+quantizing, every planned layer is checked to hold a quantized tensor; if the
+naming ever changes, conversion fails loudly instead of measuring float.
+
+Kernels (ai_edge_quantizer recipe per class):
+
+- fp32: the converted model.
+- int8: static int8 weights + int8 activations (`add_static_config(8, 8)`,
+  calibrated on a few inputs shaped like the example).
+- w8: dynamic range (`add_dynamic_config(8)`: int8 channelwise weights,
+  activations quantized on the fly — XNNPACK's qd8 kernels). We pick dynamic
+  over weight-only because weight-only is dequantized to fp32 at load time and
+  would time exactly like fp32.
+- w4: dynamic range with int4 channelwise weights (`add_dynamic_config(4)`).
+- w4a8: static int8 activations with int4 weights (`add_static_config(8, 4)`).
+- fp16: `to_tflite` stores fp16 weights (FLOAT_CASTING recipe), but XNNPACK
+  on this host dequantizes them to fp32 at load and computes in fp32, so
+  **this backend aliases fp16 → fp32**. The phone backend runs fp16 for
+  real (`--xnnpack_force_fp16`).
+Ops outside the planned layers (norms, activations, attention matmuls) stay
+float, with quantize/dequantize at the layer boundaries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+from torch import Tensor, nn
+
+from latency_tables.backends.base import BACKENDS, KERNELS, Backend, Plan
+from latency_tables.backends.torch_eager import (
+    LRU,
+    ConversionError,
+    calibration_inputs,
+    content_key,
+    resolve_plan,
+    time_runs,
+)
+from latency_tables.measurement import Measurement
+
+log = logging.getLogger(__name__)
+
+KERNEL_MAP = {
+    "fp32": "fp32",
+    "fp16": "fp32",
+    "int8": "int8",
+    "w8": "w8",
+    "w4a8": "w4a8",
+    "w4": "w4",
+}
+_IDENTITY = {k: k for k in KERNELS}
+_FLOAT_MODELS = LRU(4)
+_QUANTIZED = {np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.float16)}
+
+
+def _class_name(cls: type) -> str:
+    # As litert_torch.backend.debuginfo._build._class_fullname.
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+
+
+def layer_scope(root: nn.Module, path: str) -> str:
+    """The name LiteRT gives the ops of module `path` (`Root/pkg.Cls_attr/...`)."""
+    parts, module = [_class_name(type(root))], root
+    for attr in path.split("."):
+        module = module.get_submodule(attr)
+        parts.append(f"{_class_name(type(module))}_{attr}")
+    return "/".join(parts)
+
+
+def layer_regex(root: nn.Module, path: str) -> str:
+    """ai_edge_quantizer scope regex matching the ops of layer `path` only."""
+    return "^" + re.escape(layer_scope(root, path)) + ";"
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """No progress lines from litert_torch (unless LITERT_TORCH_SHOW_PROGRESS is set), no
+    pytree deprecation warnings from torch inside the converter."""
+    key = "LITERT_TORCH_SHOW_PROGRESS"
+    had = key in os.environ
+    os.environ.setdefault(key, "n")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            # The quantizer's calibration interpreter keeps all tensors, and says so.
+            warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
+            yield
+    finally:
+        if not had:
+            os.environ.pop(key, None)
+
+
+def convert_float(module: nn.Module, inputs: tuple[Tensor, ...]) -> bytes:
+    """`litert_torch.convert(module.eval(), inputs)` as flatbuffer bytes (cached by content:
+    a table build converts the same block once per kernel class)."""
+    key = content_key(module, inputs)
+    cached = _FLOAT_MODELS.get(key)
+    if cached is not None:
+        return cached
+    import litert_torch
+
+    try:
+        with _quiet():
+            model = bytes(litert_torch.convert(module.eval(), inputs).model_content())
+    except Exception as e:
+        raise ConversionError(
+            f"litert_torch could not convert {type(module).__name__}: {type(e).__name__}: {e}"
+        ) from e
+    _FLOAT_MODELS.put(key, model)
+    return model
+
+
+def _recipe(module: nn.Module, kernels: Mapping[str, str]) -> list[dict[str, Any]]:
+    from ai_edge_quantizer import qtyping, recipe_manager
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    rm = recipe_manager.RecipeManager()
+    every = qtyping.TFLOperationName.ALL_SUPPORTED
+    for path, k in kernels.items():
+        rx = layer_regex(module, path)
+        if k == "int8":
+            rm.add_static_config(rx, every, activation_num_bits=8, weight_num_bits=8)
+        elif k == "w4a8":
+            rm.add_static_config(rx, every, activation_num_bits=8, weight_num_bits=4)
+        elif k in ("w8", "w4"):
+            rm.add_dynamic_config(rx, every, num_bits=8 if k == "w8" else 4)
+        elif k == "fp16":
+            rm.add_weight_only_config(rx, every, 16, algorithm_key=AlgorithmName.FLOAT_CASTING)
+    return rm.get_quantization_recipe()
+
+
+def signature_inputs(interpreter: Any) -> list[dict[str, Any]]:
+    """Input details of the model's signature, in the order of the module's arguments."""
+    key = next(iter(interpreter.get_signature_list()))
+    details = interpreter.get_signature_runner(key).get_input_details()
+
+    def order(item: tuple[str, Any]) -> int:
+        m = re.fullmatch(r"args_(\d+)", item[0])
+        return int(m.group(1)) if m else 1 << 30
+
+    return [{**d, "arg": n} for n, d in sorted(details.items(), key=order)]
+
+
+def _check_arity(sig: list[dict[str, Any]], inputs: Sequence[Tensor]) -> list[dict[str, Any]]:
+    if len(sig) != len(inputs):
+        raise ConversionError(
+            f"the converted model takes {len(sig)} inputs ({[d['arg'] for d in sig]}) but "
+            f"{len(inputs)} were given; inputs the module ignores are dropped by the converter"
+        )
+    return sig
+
+
+def _as_numpy(detail: Mapping[str, Any], t: Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(detail["dtype"]).reshape(detail["shape"])
+
+
+def _quantize(
+    model: bytes, module: nn.Module, inputs: tuple[Tensor, ...], kernels: Mapping[str, str]
+) -> bytes:
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import quantizer
+
+    qt = quantizer.Quantizer(model, _recipe(module, kernels))
+    calibration = None
+    if qt.need_calibration:
+        interp = Interpreter(model_content=model)
+        key = next(iter(interp.get_signature_list()))
+        sig = _check_arity(signature_inputs(interp), inputs)
+        data = [
+            {d["arg"]: _as_numpy(d, t) for d, t in zip(sig, batch)}
+            for batch in calibration_inputs(inputs)
+        ]
+        calibration = qt.calibrate({key: data})
+    result = qt.quantize(calibration, enable_progress_bar=False, enable_progress_report=False)
+    if result.quantized_model is None:
+        raise ConversionError("ai_edge_quantizer returned no model")
+    return bytes(result.quantized_model)
+
+
+def _check_quantized(model: bytes, module: nn.Module, kernels: Mapping[str, str]) -> None:
+    """Every non-fp32 layer must own a quantized (int8/int4/fp16) tensor."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    names = [
+        d["name"]
+        for d in Interpreter(model_content=model).get_tensor_details()
+        if np.dtype(d["dtype"]) in _QUANTIZED
+    ]
+    missed = [
+        p
+        for p, k in kernels.items()
+        if k != "fp32" and not any(n.startswith(layer_scope(module, p) + ";") for n in names)
+    ]
+    if missed:
+        raise ConversionError(
+            f"ai_edge_quantizer left {missed} unquantized: no quantized tensor is named after "
+            f"their module scope (e.g. {layer_scope(module, missed[0])!r}); the converter's "
+            "tensor naming may have changed"
+        )
+
+
+def to_tflite(module: nn.Module, inputs: tuple[Tensor, ...], plan: Plan) -> bytes:
+    """The `.tflite` flatbuffer of `module(*inputs)` with `plan`'s layers quantized.
+
+    Every kernel class is converted as named (no aliasing here: fp16 gives fp16
+    weights). Raises `ConversionError` when conversion or quantization fails.
+    """
+    kernels = resolve_plan(module, plan, _IDENTITY)
+    model = convert_float(module, inputs)
+    quantized = {p: k for p, k in kernels.items() if k != "fp32"}
+    if not quantized:
+        return model
+    try:
+        with _quiet():
+            model = _quantize(model, module, inputs, quantized)
+    except ConversionError:
+        raise
+    except Exception as e:
+        classes = sorted(set(quantized.values()))
+        raise ConversionError(
+            f"ai_edge_quantizer failed on {type(module).__name__} for {classes}: "
+            f"{type(e).__name__}: {e}"
+        ) from e
+    _check_quantized(model, module, quantized)
+    return model
+
+
+def litert_versions() -> dict[str, str]:
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return {
+        "converter": f"litert-torch {version('litert-torch')}",
+        "quantizer": f"ai-edge-quantizer {version('ai-edge-quantizer')}",
+    }
+
+
+@BACKENDS.register("tflite")
+class TFLiteBackend(Backend):
+    """ai-edge-litert `Interpreter` on this machine (XNNPACK, `num_threads=threads`)."""
+
+    name = "tflite"
+    kernel_map = KERNEL_MAP
+
+    def runtime(self) -> dict[str, str]:
+        return {
+            "runtime": "ai-edge-litert",
+            "version": metadata.version("ai-edge-litert"),
+            "delegate": "XNNPACK (default)",
+            **litert_versions(),
+        }
+
+    def measure(self, module: nn.Module, inputs: tuple[Tensor, ...], plan: Plan) -> Measurement:
+        from ai_edge_litert.interpreter import Interpreter
+
+        kernels = resolve_plan(module, plan, self.kernel_map)
+        model = to_tflite(module, inputs, kernels)
+        try:
+            interp = Interpreter(model_content=model, num_threads=self.threads)
+            interp.allocate_tensors()
+        except Exception as e:
+            raise ConversionError(f"the LiteRT interpreter could not load the model: {e}") from e
+        for d, t in zip(_check_arity(signature_inputs(interp), inputs), inputs):
+            interp.set_tensor(d["index"], _as_numpy(d, t))
+        return time_runs(interp.invoke, self.warmup, self.runs)

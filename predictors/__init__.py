@@ -1,0 +1,1 @@
+"""Accuracy / ranking predictors over encoded architectures."""

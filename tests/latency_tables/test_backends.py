@@ -1,0 +1,324 @@
+"""Every registered measurement backend on two tiny blocks; quantized paths really quantize.
+
+The phone backend (`adb`) runs against the stand-in adb (tests/latency_tables/stand_in),
+whose `benchmark_model` runs the pushed `.tflite` with LiteRT on this host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from stand_in import install_stand_in, load_state
+from torch import nn
+
+from latency_tables.backends import BACKENDS, KERNELS, Backend
+from latency_tables.backends.torch_eager import ConversionError
+
+WARMUP, RUNS = 2, 5
+
+
+class TinyConv(nn.Module):
+    """A ResNet-ish conv block: conv → GroupNorm → SiLU → conv at 8×8."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(8, 16, 3, padding=1)
+        self.norm = nn.GroupNorm(4, 16)
+        self.act = nn.SiLU()
+        self.conv2 = nn.Conv2d(16, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.act(self.norm(self.conv1(x))))
+
+
+class TinyAttn(nn.Module):
+    """A single-head attention + MLP block over 16 tokens of width 32."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(32, 96)
+        self.proj = nn.Linear(32, 32)
+        self.ff = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        attn = torch.softmax(q @ k.transpose(-1, -2) / 32**0.5, dim=-1)
+        x = x + self.proj(attn @ v)
+        return x + self.ff(x)
+
+
+def block(kind: str) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    torch.manual_seed(0)
+    if kind == "conv":
+        return TinyConv().eval(), (torch.randn(1, 8, 8, 8),)
+    return TinyAttn().eval(), (torch.randn(1, 16, 32),)
+
+
+@pytest.fixture
+def phone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    """The stand-in adb first on PATH, one Pixel 8 attached, a local benchmark_model."""
+    bin_dir, state_dir = tmp_path / "bin", tmp_path / "phone"
+    install_stand_in(bin_dir, state_dir)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.delenv("ANDROID_SERIAL", raising=False)
+    binary = tmp_path / "benchmark_model"  # stands for the aarch64 binary; the stand-in runs it
+    binary.write_text("#!/system/bin/sh\n")
+    binary.chmod(0o755)
+    serial = load_state(state_dir)["devices"][0]["serial"]
+    return SimpleNamespace(state_dir=state_dir, binary=binary, serial=serial)
+
+
+def make(name: str, phone: SimpleNamespace | None = None, **options: Any) -> Backend:
+    if name == "adb":
+        assert phone is not None
+        options.setdefault("benchmark_binary", str(phone.binary))
+    return BACKENDS.get(name)(threads=1, warmup=WARMUP, runs=RUNS, **options)
+
+
+@pytest.fixture(params=BACKENDS.names())
+def backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
+    phone = request.getfixturevalue("phone") if request.param == "adb" else None
+    with make(request.param, phone) as b:
+        yield b
+
+
+# --------------------------------------------------------------------------- every backend
+
+
+@pytest.mark.parametrize("kind", ["conv", "attn"])
+def test_measures_fp32(backend: Backend, kind: str) -> None:
+    module, inputs = block(kind)
+    m = backend.measure(module, inputs, "fp32")
+    assert m.mean_ms > 0 and m.median_ms > 0 and m.std_ms >= 0
+    assert m.n == RUNS
+
+
+def test_kernel_map_and_provenance(backend: Backend) -> None:
+    km = backend.kernel_map
+    assert set(km) == set(KERNELS) and set(km.values()) <= set(KERNELS)
+    assert km["fp32"] == "fp32"
+    assert all(km[km[k]] == km[k] for k in KERNELS)  # an alias is itself really run
+    rt = backend.runtime()
+    assert rt["runtime"] and rt["version"]
+    fp, settings = backend.fingerprint(), backend.settings()
+    assert fp and all(isinstance(v, str) for v in fp.values())
+    assert (settings["threads"], settings["warmup"], settings["runs"]) == (1, WARMUP, RUNS)
+
+
+def test_unknown_kernel_class_is_a_clear_error(backend: Backend) -> None:
+    module, inputs = block("conv")
+    with pytest.raises(ValueError, match=r"unknown kernel class.*int3.*fp32"):
+        backend.measure(module, inputs, "int3")
+    with pytest.raises(ValueError, match=r"unknown kernel class.*w2"):
+        backend.measure(module, inputs, {"conv1": "w2"})
+    with pytest.raises(ValueError, match=r"conv9.*not conv/linear layers.*conv1"):
+        backend.measure(module, inputs, {"conv9": "int8"})
+
+
+# --------------------------------------------------------------------------- torch
+
+
+def test_torch_aliases_on_cpu_and_restores_threads() -> None:
+    b = make("torch")
+    assert b.kernel_map["fp16"] == "fp32" and b.kernel_map["int8"] == "fp32"
+    assert b.runtime()["device"] == "cpu"
+    before = torch.get_num_threads()
+    module, inputs = block("attn")
+    assert b.measure(module, inputs, "fp16").n == RUNS  # runs as fp32
+    assert torch.get_num_threads() == before
+
+
+# --------------------------------------------------------------------------- onnxruntime
+
+
+def _ops(model: Any) -> list[str]:
+    return [n.op_type for n in model.graph.node]
+
+
+def _optimized_ops(model: Any, tmp_path: Path) -> list[str]:
+    """Op types after onnxruntime's graph optimizations (QDQ fusion) at level ALL."""
+    import onnx
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    so.log_severity_level = 3
+    ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return _ops(onnx.load(so.optimized_model_filepath))
+
+
+def _weight_source(model: Any, node_name_scope: str) -> str:
+    """Op type producing the weight input of the Conv/MatMul owned by a module path
+    ("initializer" when the float weight is stored as is)."""
+    from latency_tables.backends.onnxruntime import layer_nodes
+
+    inits = {i.name for i in model.graph.initializer}
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    (name,) = layer_nodes(model, [node_name_scope])[node_name_scope]
+    (node,) = [n for n in model.graph.node if n.name == name]
+    w = node.input[1]
+    return "initializer" if w in inits else producers[w]
+
+
+def test_onnxruntime_int8_is_static_qdq(tmp_path: Path) -> None:
+    from latency_tables.backends.onnxruntime import to_onnx
+
+    module, inputs = block("conv")
+    model = to_onnx(module, inputs, "int8")
+    ops = _ops(model)
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    assert _weight_source(model, "conv1") == _weight_source(model, "conv2") == "DequantizeLinear"
+    assert _optimized_ops(model, tmp_path).count("QLinearConv") == 2  # real int8 kernels
+    b = make("onnxruntime")
+    assert b.measure(module, inputs, "int8").n == RUNS
+    assert b.kernel_map["w4a8"] == "int8" and b.kernel_map["fp16"] == "fp32"
+
+
+def test_onnxruntime_per_layer_plans(tmp_path: Path) -> None:
+    from latency_tables.backends.onnxruntime import to_onnx
+
+    module, inputs = block("conv")
+    model = to_onnx(module, inputs, {"conv1": "int8"})
+    assert _weight_source(model, "conv1") == "DequantizeLinear"
+    assert _weight_source(model, "conv2") == "initializer"  # fp32 layer untouched
+    assert _optimized_ops(model, tmp_path).count("QLinearConv") == 1
+    # Conv layers of a w4 plan run w8 (ConvInteger): no 4-bit conv in onnxruntime.
+    assert _ops(to_onnx(module, inputs, {"conv2": "w4"})).count("ConvInteger") == 1
+
+    attn, x = block("attn")
+    mixed = to_onnx(attn, x, {"qkv": "w8", "ff.2": "w4", "proj": "int8"})
+    ops = _ops(mixed)
+    assert ops.count("MatMulInteger") == 1 and ops.count("MatMulNBits") == 1
+    assert _weight_source(mixed, "proj") == "DequantizeLinear"
+    assert _weight_source(mixed, "ff.0") == "initializer"
+    # the attention matmuls (q·kᵀ, a·v) are not layers and stay float
+    assert ops.count("MatMul") == 4  # ff.0, proj (QDQ) and the two attention matmuls
+    assert make("onnxruntime").measure(attn, x, {"qkv": "w8", "ff.2": "w4"}).n == RUNS
+
+
+def test_onnxruntime_torchscript_exporter_takes_uniform_plans_only() -> None:
+    from latency_tables.backends.onnxruntime import to_onnx
+
+    module, inputs = block("conv")
+    ops = _ops(to_onnx(module, inputs, "int8", exporter="torchscript"))
+    assert ops.count("Conv") == 2 and "QuantizeLinear" in ops
+    with pytest.raises(ConversionError, match="uniform plans"):
+        to_onnx(module, inputs, {"conv1": "int8"}, exporter="torchscript")
+
+
+# --------------------------------------------------------------------------- tflite
+
+
+def _tensors(model: bytes) -> list[dict[str, Any]]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter(model_content=model).get_tensor_details()
+
+
+def _weights(model: bytes, module: nn.Module, path: str) -> set[str]:
+    """dtypes of the tensors of layer `path` shaped like its weight (a stored weight and,
+    for weight-only recipes, its dequantized copy)."""
+    from latency_tables.backends.tflite import layer_scope
+
+    want = sorted(module.get_submodule(path).weight.shape)
+    scope = layer_scope(module, path) + ";"
+    found = {
+        np.dtype(t["dtype"]).name
+        for t in _tensors(model)
+        if t["name"].startswith(scope) and sorted(t["shape"].tolist()) == want
+    }
+    assert found, f"no weight tensor of {path} in the model"
+    return found
+
+
+def test_tflite_recipes_quantize(tmp_path: Path) -> None:
+    from latency_tables.backends.tflite import to_tflite
+
+    module, inputs = block("conv")
+    fp32 = to_tflite(module, inputs, "fp32")
+    assert _weights(fp32, module, "conv1") == _weights(fp32, module, "conv2") == {"float32"}
+    for kernel in ("int8", "w8", "w4", "w4a8"):
+        q = to_tflite(module, inputs, kernel)
+        assert q != fp32 and len(q) < len(fp32), kernel
+        assert _weights(q, module, "conv1") == {"int8"}, kernel  # (int4 shows as int8)
+    int8 = to_tflite(module, inputs, "int8")
+    assert len(to_tflite(module, inputs, "w4a8")) < len(int8)  # int4 weights are packed
+    acts = [t for t in _tensors(int8) if t["shape"].tolist() == [1, 8, 8, 16]]
+    assert any(np.dtype(t["dtype"]) == np.int8 for t in acts)  # int8 activations too
+    assert "float16" in _weights(to_tflite(module, inputs, "fp16"), module, "conv2")
+
+    one = to_tflite(module, inputs, {"conv1": "int8"})
+    assert _weights(one, module, "conv1") == {"int8"}
+    assert _weights(one, module, "conv2") == {"float32"}  # only the named layer
+
+    attn, x = block("attn")
+    mixed = to_tflite(attn, x, {"qkv": "w8", "proj": "int8"})
+    assert _weights(mixed, attn, "qkv") == _weights(mixed, attn, "proj") == {"int8"}
+    assert _weights(mixed, attn, "ff.0") == {"float32"}
+
+
+def test_tflite_measures_quantized_kernels() -> None:
+    b = make("tflite")
+    assert b.kernel_map["fp16"] == "fp32"  # fp16 weights run as fp32 on this host's XNNPACK
+    attn, x = block("attn")
+    for plan in ("int8", {"qkv": "w4", "ff.2": "w4a8"}):
+        m = b.measure(attn, x, plan)
+        assert m.n == RUNS and m.median_ms > 0
+
+
+# --------------------------------------------------------------------------- adb (phone)
+
+
+def test_adb_measures_on_the_phone(phone: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
+    from latency_tables.adb import AdbClient
+
+    calls: list[dict[str, Any]] = []
+    real = AdbClient.benchmark
+
+    def spy(self: AdbClient, graph: str, *args: Any, **kw: Any) -> Any:
+        calls.append({"graph": graph, **kw})
+        return real(self, graph, *args, **kw)
+
+    monkeypatch.setattr(AdbClient, "benchmark", spy)
+    with make("adb", phone, taskset="f0") as b:
+        fp = b.fingerprint()
+        assert (fp["model"], fp["soc"], fp["serial"]) == ("Pixel 8", "Tensor G3", phone.serial)
+        assert fp["cpu_governors"].startswith("cpu0=sched_pixel,cpu1=sched_pixel")
+        rt = b.runtime()
+        digest = hashlib.sha256(phone.binary.read_bytes()).hexdigest()
+        assert rt["runtime"] == "tflite-benchmark_model" and rt["version"] == f"sha256:{digest[:16]}"
+        assert "benchmark_binary" not in b.settings() and b.settings()["taskset"] == "f0"
+
+        module, inputs = block("conv")
+        m = b.measure(module, inputs, "fp16")
+        assert m.n == RUNS and m.mean_ms > 0 and m.std_ms >= 0
+        assert calls[-1]["taskset_mask"] == "f0" and calls[-1]["num_runs"] == RUNS
+        assert calls[-1]["extra_args"] == ["--xnnpack_force_fp16=true"]  # fp16 is real here
+        with pytest.raises(ConversionError, match="mixing fp16 and fp32"):
+            b.measure(module, inputs, {"conv1": "fp16"})
+    remote = phone.state_dir / "fs" / phone.serial / "data/local/tmp/mqnas"
+    assert sorted(p.name for p in remote.iterdir()) == ["benchmark_model"]  # block removed
+
+
+# --------------------------------------------------------------------------- imports
+
+
+def test_backends_import_no_toolchain() -> None:
+    heavy = ("onnxruntime", "onnx", "litert_torch", "ai_edge_litert", "ai_edge_quantizer")
+    code = (
+        "import sys, nas, latency_tables.backends; "
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
