@@ -165,6 +165,12 @@ class LatencyTable:
     def failed(self) -> dict[str, Entry]:
         return {k: e for k, e in self._entries.items() if e.status != "ok"}
 
+    def get(self, key: BlockKey | str) -> Entry:
+        k = key.id if isinstance(key, BlockKey) else key
+        if k not in self._entries:
+            raise MissingLatencyEntryError(self.missing_message([k]))
+        return self._entries[k]
+
     def latency_ms(self, key: BlockKey | str) -> float:
         """Median latency of a key; `MissingLatencyEntryError` if the table lacks it."""
         k = key.id if isinstance(key, BlockKey) else key

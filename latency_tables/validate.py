@@ -83,15 +83,19 @@ class Calibration:
         kinds: Sequence[str],
         ridge: float = 1e-2,
     ) -> Calibration:
-        x = np.column_stack([predicted, counts, np.ones(len(predicted))])
-        # Ridge on the per-block terms only (scale them to the data first), so that a
-        # handful of architectures cannot buy a perfect fit with many block counts.
-        sd = x.std(0) + 1e-12
-        sd[0], sd[-1] = 1.0, 1.0
+        # Kinds whose count never varies here are absorbed by the intercept.
+        varies = counts.std(0) > 0
+        x = np.column_stack([predicted, counts[:, varies], np.ones(len(predicted))])
+        # Ridge on the per-block terms only (standardised first), so that a handful of
+        # architectures cannot buy a perfect fit with many block counts.
+        sd = np.ones(x.shape[1])
+        sd[1:-1] = counts[:, varies].std(0)
         xs = x / sd
-        reg = np.diag([0.0] + [ridge * len(x)] * counts.shape[1] + [0.0])
-        w = np.linalg.solve(xs.T @ xs + reg, xs.T @ measured) / sd
-        return cls(float(w[0]), dict(zip(kinds, map(float, w[1:-1]))), float(w[-1]), len(x))
+        reg = np.diag([0.0] + [ridge * len(x)] * int(varies.sum()) + [0.0])
+        w = np.linalg.lstsq(xs.T @ xs + reg, xs.T @ measured, rcond=None)[0] / sd
+        per_block = dict.fromkeys(kinds, 0.0)
+        per_block.update(zip([k for k, v in zip(kinds, varies) if v], map(float, w[1:-1])))
+        return cls(float(w[0]), per_block, float(w[-1]), len(x))
 
 
 def metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:

@@ -51,6 +51,30 @@ def cmd_space(args: argparse.Namespace) -> int:
     return 0
 
 
+def resolve_space(arg: str):
+    """A registered space entry from a space name or an experiment YAML's `space` key."""
+    from pathlib import Path
+
+    spaces = _registry()
+    if arg.endswith((".yaml", ".yml")):
+        import yaml
+
+        from nas.errors import ConfigError
+
+        path = Path(arg)
+        if not path.is_file():
+            raise ConfigError(f"experiment file {arg} does not exist")
+        doc = yaml.safe_load(path.read_text()) or {}
+        name = doc.get("space")
+        name = name.get("name") if isinstance(name, dict) else name
+        if not isinstance(name, str):
+            raise ConfigError(
+                f"{arg}: key 'space' must name a registered space; known: {spaces.names()}"
+            )
+        return spaces.get(name)
+    return spaces.get(arg)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="nas", description="mqnas: architecture and quantization search"
@@ -63,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--json", action="store_true", help="labels and options as JSON")
     p.set_defaults(func=cmd_space)
+    from nas.cli_latency import add_latency_parser
+
+    add_latency_parser(sub)
     return ap
 
 

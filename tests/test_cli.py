@@ -20,7 +20,10 @@ def test_space_shows_labels_and_min_max(capsys):
 
 def test_unknown_space_is_one_line_exit_2():
     r = subprocess.run(
-        [sys.executable, "-m", "nas.cli", "space", "nope"], capture_output=True, text=True
+        [sys.executable, "-m", "nas.cli", "space", "nope"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -17,9 +17,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from typing_extensions import Self
-
 from torch import Tensor, nn
+from typing_extensions import Self
 
 from latency_tables.kernels import KERNEL_DOC, KERNELS, kernel_of
 from latency_tables.measurement import Measurement

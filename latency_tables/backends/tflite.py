@@ -3,13 +3,17 @@
 `to_tflite(module, inputs, plan)` is the conversion the phone backend
 (`adb_phone`) pushes too: `litert_torch.convert` gives the float model, then
 `ai_edge_quantizer` quantizes exactly the planned conv/linear layers, one
-recipe entry per layer. LiteRT names every op's output tensor after the
-module stack that produced it (`<root class>/<class>_<attr>/...;N`, see
-`litert_torch/backend/debuginfo`), and the quantizer selects ops by a regex on
-those names, so a layer's regex is its own stack anchored at the start (which
-also takes the NCHW↔NHWC transposes the converter wraps around a conv). After
-quantizing, every planned layer is checked to hold a quantized tensor; if the
-naming ever changes, conversion fails loudly instead of measuring float.
+recipe entry per layer. The quantizer selects ops by a regex on their output
+tensor names, and LiteRT's names are no reliable map back to modules (module
+stacks skip containers such as ModuleList, and fused ops carry several
+stacks, e.g. to_q/to_k of an attention). So layers are found by their
+weights instead: one forward run records the weight each layer hands to
+F.linear/F.conv2d, and each is matched to the FULLY_CONNECTED / CONV_2D /
+DEPTHWISE_CONV_2D / BATCH_MATMUL op whose constant weight has the same shape
+(up to layout) and the same scale-invariant statistics (the converter may
+fold the attention scale into to_q). The recipe then names that op's exact
+output tensors. After quantizing, each planned layer's weight must be
+quantized, so a mismatch fails loudly instead of measuring float.
 
 Kernels (ai_edge_quantizer recipe per class):
 
@@ -38,6 +42,7 @@ import os
 import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
@@ -70,25 +75,125 @@ _FLOAT_MODELS = LRU(4)
 _QUANTIZED = {np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.float16)}
 
 
-def _class_name(cls: type) -> str:
-    # As litert_torch.backend.debuginfo._build._class_fullname.
-    return (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    )
+_WEIGHTED_OPS = (
+    "FULLY_CONNECTED",
+    "CONV_2D",
+    "DEPTHWISE_CONV_2D",
+    "CONV_2D_TRANSPOSE",
+    "BATCH_MATMUL",
+)
+_CALLS = ("linear", "conv1d", "conv2d", "conv_transpose2d")
 
 
-def layer_scope(root: nn.Module, path: str) -> str:
-    """The name LiteRT gives the ops of module `path` (`Root/pkg.Cls_attr/...`)."""
-    parts, module = [_class_name(type(root))], root
-    for attr in path.split("."):
-        module = module.get_submodule(attr)
-        parts.append(f"{_class_name(type(module))}_{attr}")
-    return "/".join(parts)
+def effective_weights(
+    module: nn.Module, inputs: tuple[Tensor, ...], paths: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """Layer path → the weight it passes to its kernel in one forward run (after any
+    slicing or fake quantization its forward applies)."""
+    import torch
+    import torch.nn.functional as F
+    from torch.overrides import TorchFunctionMode
+
+    calls = {getattr(F, c) for c in _CALLS}
+    stack: list[str] = []
+    seen: dict[str, np.ndarray] = {}
+
+    class Record(TorchFunctionMode):
+        def __torch_function__(
+            self, func: Any, types: Any, args: Any = (), kwargs: Any = None
+        ) -> Any:
+            kwargs = kwargs or {}
+            if func in calls and stack and stack[-1] not in seen:
+                w = args[1] if len(args) > 1 else kwargs["weight"]
+                seen[stack[-1]] = w.detach().float().cpu().numpy().copy()
+            return func(*args, **kwargs)
+
+    handles = []
+    for path in paths:
+        layer = module.get_submodule(path)
+        handles.append(layer.register_forward_pre_hook(lambda m, a, p=path: stack.append(p)))
+        handles.append(layer.register_forward_hook(lambda m, a, o: stack.pop()))
+    try:
+        with torch.no_grad(), Record():
+            module(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
 
 
-def layer_regex(root: nn.Module, path: str) -> str:
-    """ai_edge_quantizer scope regex matching the ops of layer `path` only."""
-    return "^" + re.escape(layer_scope(root, path)) + ";"
+def _signature(w: np.ndarray) -> tuple[tuple[int, ...], np.ndarray]:
+    """Shape up to layout (sorted, 1s dropped) and scale-invariant statistics of a weight."""
+    shape = tuple(sorted(d for d in w.shape if d != 1))
+    v = np.asarray(w, dtype=np.float64).ravel()
+    norm = float(np.sqrt((v * v).sum()))
+    if norm == 0.0:
+        return shape, np.zeros(3)
+    u = v / norm
+    return shape, np.array([u.sum(), (u**3).sum(), np.abs(u).max()])
+
+
+@dataclass(frozen=True)
+class LayerOp:
+    """The LiteRT op that runs one conv/linear layer."""
+
+    op_type: str
+    scope: str  # the op's output tensor names as ai_edge_quantizer sees them ("a;b;")
+    weight: str  # name of its constant weight tensor
+
+
+def layer_ops(
+    model: bytes, module: nn.Module, inputs: tuple[Tensor, ...], paths: Sequence[str]
+) -> dict[str, LayerOp]:
+    """Layer path → the op of the float `model` that runs it (matched by weights).
+
+    Raises `ConversionError` for a layer no op's weight matches.
+    """
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
+
+    flat = fb.read_model(model)
+    graph = flat.subgraphs[0]
+    candidates: list[tuple[tuple[tuple[int, ...], np.ndarray], LayerOp]] = []
+    scopes: list[str] = []
+    for op in graph.operators:
+        scope = fb.get_op_scope(op, graph.tensors)
+        scopes.append(scope)
+        op_type = fb.TFL_OP_CODE_TO_NAME.get(flat.operatorCodes[op.opcodeIndex].builtinCode, "")
+        if op_type not in _WEIGHTED_OPS:
+            continue
+        for i in (1, 0):  # the constant operand (input 0 only for a BATCH_MATMUL)
+            if i >= len(op.inputs) or op.inputs[i] < 0:
+                continue
+            tensor = graph.tensors[op.inputs[i]]
+            data = fb.get_tensor_data(tensor, flat.buffers)
+            if data is not None and data.size > 0 and data.dtype.kind == "f":
+                candidates.append(
+                    (_signature(data), LayerOp(op_type, scope, fb.get_tensor_name(tensor)))
+                )
+                break
+    weights = effective_weights(module, inputs, paths)
+    found: dict[str, LayerOp] = {}
+    for path in paths:
+        if path not in weights:
+            raise ConversionError(f"layer {path!r} called no F.linear/F.conv* in a forward run")
+        shape, stats = _signature(weights[path])
+        scored = [
+            (float(np.abs(st - stats).max()), i)
+            for i, ((sh, st), _) in enumerate(candidates)
+            if sh == shape
+        ]
+        if not scored or min(scored)[0] > 1e-2:
+            raise ConversionError(
+                f"no LiteRT op carries the weight of layer {path!r} (shape {shape}); the "
+                "converter may have merged or rewritten it, so it cannot be quantized per layer"
+            )
+        _, best = min(scored)
+        found[path] = candidates.pop(best)[1]
+        if scopes.count(found[path].scope) > 1:
+            raise ConversionError(
+                f"the op of layer {path!r} shares its output names with another op"
+            )
+    return found
 
 
 @contextlib.contextmanager
@@ -130,14 +235,15 @@ def convert_float(module: nn.Module, inputs: tuple[Tensor, ...]) -> bytes:
     return model
 
 
-def _recipe(module: nn.Module, kernels: Mapping[str, str]) -> list[dict[str, Any]]:
+def _recipe(ops: Mapping[str, LayerOp], kernels: Mapping[str, str]) -> list[dict[str, Any]]:
+    """One ai_edge_quantizer recipe entry per planned layer, selecting exactly its op."""
     from ai_edge_quantizer import qtyping, recipe_manager
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
     rm = recipe_manager.RecipeManager()
     every = qtyping.TFLOperationName.ALL_SUPPORTED
     for path, k in kernels.items():
-        rx = layer_regex(module, path)
+        rx = "^" + re.escape(ops[path].scope) + "$"
         if k == "int8":
             rm.add_static_config(rx, every, activation_num_bits=8, weight_num_bits=8)
         elif k == "w4a8":
@@ -197,25 +303,19 @@ def _quantize(
     return bytes(result.quantized_model)
 
 
-def _check_quantized(model: bytes, module: nn.Module, kernels: Mapping[str, str]) -> None:
-    """Every non-fp32 layer must own a quantized (int8/int4/fp16) tensor."""
+def _check_quantized(model: bytes, ops: Mapping[str, LayerOp], kernels: Mapping[str, str]) -> None:
+    """Every planned layer's weight tensor must have left float32."""
     from ai_edge_litert.interpreter import Interpreter
 
-    names = [
-        d["name"]
+    dtypes = {
+        d["name"]: np.dtype(d["dtype"])
         for d in Interpreter(model_content=model).get_tensor_details()
-        if np.dtype(d["dtype"]) in _QUANTIZED
-    ]
-    missed = [
-        p
-        for p, k in kernels.items()
-        if k != "fp32" and not any(n.startswith(layer_scope(module, p) + ";") for n in names)
-    ]
+    }
+    missed = [p for p in kernels if dtypes.get(ops[p].weight) not in _QUANTIZED]
     if missed:
         raise ConversionError(
-            f"ai_edge_quantizer left {missed} unquantized: no quantized tensor is named after "
-            f"their module scope (e.g. {layer_scope(module, missed[0])!r}); the converter's "
-            "tensor naming may have changed"
+            f"ai_edge_quantizer left {missed} unquantized (weights "
+            f"{[ops[p].weight for p in missed]}); the recipe did not select their ops"
         )
 
 
@@ -230,9 +330,10 @@ def to_tflite(module: nn.Module, inputs: tuple[Tensor, ...], plan: Plan) -> byte
     quantized = {p: k for p, k in kernels.items() if k != "fp32"}
     if not quantized:
         return model
+    ops = layer_ops(model, module, inputs, list(quantized))
     try:
         with _quiet():
-            model = _quantize(model, module, inputs, quantized)
+            model = _quantize(model, ops, inputs, quantized)
     except ConversionError:
         raise
     except Exception as e:
@@ -241,7 +342,7 @@ def to_tflite(module: nn.Module, inputs: tuple[Tensor, ...], plan: Plan) -> byte
             f"ai_edge_quantizer failed on {type(module).__name__} for {classes}: "
             f"{type(e).__name__}: {e}"
         ) from e
-    _check_quantized(model, module, quantized)
+    _check_quantized(model, ops, quantized)
     return model
 
 

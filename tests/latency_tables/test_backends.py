@@ -86,7 +86,9 @@ def make(name: str, phone: SimpleNamespace | None = None, **options: Any) -> Bac
 
 
 @pytest.fixture(params=BACKENDS.names())
-def backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
+def backend(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Backend]:
     phone = request.getfixturevalue("phone") if request.param == "adb" else None
     with make(request.param, phone) as b:
         yield b
@@ -297,7 +299,9 @@ def test_adb_measures_on_the_phone(phone: SimpleNamespace, monkeypatch: pytest.M
         assert fp["cpu_governors"].startswith("cpu0=sched_pixel,cpu1=sched_pixel")
         rt = b.runtime()
         digest = hashlib.sha256(phone.binary.read_bytes()).hexdigest()
-        assert rt["runtime"] == "tflite-benchmark_model" and rt["version"] == f"sha256:{digest[:16]}"
+        assert (
+            rt["runtime"] == "tflite-benchmark_model" and rt["version"] == f"sha256:{digest[:16]}"
+        )
         assert "benchmark_binary" not in b.settings() and b.settings()["taskset"] == "f0"
 
         module, inputs = block("conv")

@@ -64,7 +64,7 @@ def test_keys_cover_random_architectures(setup):
 
 
 def test_vectorized_predict_equals_per_block_sum(setup):
-    space, st, root, _ = setup
+    space, _st, root, _ = setup
     table = LatencyTable.load(root, "dev", "fake")  # through the file format
     cm = CostModel(space, table)
     samples = [space.min(), space.max(), *space.sample_many(40, rng=2)]
@@ -76,16 +76,20 @@ def test_vectorized_predict_equals_per_block_sum(setup):
         spec = space.freeze(s)
         assert p == sum(layer.params for layer in spec.layers)
         assert m == sum(layer.macs for layer in spec.layers)
-        assert b == pytest.approx(sum(layer.params * layer.quant.w_bits / 8 for layer in spec.layers))
+        assert b == pytest.approx(
+            sum(layer.params * layer.quant.w_bits / 8 for layer in spec.layers)
+        )
     assert costs["bytes"][0] < costs["bytes"][1]  # min sample is the lightest
 
 
 def test_strict_missing_key_names_the_command(setup):
-    space, st, root, table = setup
+    space, st, root, _table = setup
     partial = LatencyTable.create(root, "partial", "fake", {})
     for k in st.block_keys()[1:]:
         partial.add(Entry(k, Measurement(1, 1, 0, 1)))
-    with pytest.raises(MissingLatencyEntryError, match=r"lacks 1 key.*nas latency build --device partial"):
+    with pytest.raises(
+        MissingLatencyEntryError, match=r"lacks 1 key.*nas latency build --device partial"
+    ):
         CostModel(space, partial)
     lenient = CostModel(space, partial, strict=False)
     assert lenient.missing == [st.block_keys()[0].id]
@@ -93,11 +97,13 @@ def test_strict_missing_key_names_the_command(setup):
 
 
 def test_expected_latency_is_exact_on_one_hot_and_differentiable(setup):
-    space, st, _, table = setup
+    space, _st, _, table = setup
     cm = CostModel(space, table)
     s = space.sample(4)
     onehot = {
-        lab: torch.nn.functional.one_hot(torch.tensor(space[lab].index(s[lab])), len(space[lab])).double()
+        lab: torch.nn.functional.one_hot(
+            torch.tensor(space[lab].index(s[lab])), len(space[lab])
+        ).double()
         for lab in space.labels
     }
     assert cm.expected(onehot).item() == pytest.approx(cm.predict([s])[0], rel=1e-9)

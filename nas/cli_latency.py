@@ -1,0 +1,189 @@
+"""`nas latency …`: build, check, show and validate latency tables.
+
+nas latency build    --space S --backend B --device D [--serial X] [--threads N] …
+nas latency coverage --space S --backend B --device D
+nas latency show     --backend B --device D
+nas latency validate --space S --backend B --device D [--n 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+log = logging.getLogger("nas.latency")
+
+
+def _common(p: argparse.ArgumentParser, space: bool = True) -> None:
+    if space:
+        p.add_argument("--space", required=True, help="experiment YAML or registered space name")
+    p.add_argument("--backend", required=True, help="torch, onnxruntime, tflite or adb")
+    p.add_argument("--device", required=True, help="table name of the device, e.g. pixel8")
+    p.add_argument(
+        "--tables", default=None, help="table root (default: the shipped latency_tables/data)"
+    )
+
+
+def _backend_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument(
+        "--serial", default=None, help="adb: the phone's serial when several are connected"
+    )
+    p.add_argument("--taskset", default=None, help="adb: CPU mask to pin benchmark_model, e.g. f0")
+    p.add_argument("--benchmark-binary", default=None, help="adb: local benchmark_model to push")
+    p.add_argument("--torch-device", default=None, help="torch backend: cpu, cuda, mps")
+
+
+def make_backend(args: argparse.Namespace):
+    from latency_tables.backends import BACKENDS
+
+    cls = BACKENDS.get(args.backend)
+    opts: dict[str, Any] = {}
+    if args.backend == "adb":
+        opts = {
+            k: v
+            for k, v in (
+                ("serial", args.serial),
+                ("taskset", args.taskset),
+                ("benchmark_binary", args.benchmark_binary),
+            )
+            if v
+        }
+    if args.backend == "torch" and args.torch_device:
+        opts["device"] = args.torch_device
+    return cls(threads=args.threads, warmup=args.warmup, runs=args.runs, **opts)
+
+
+def _root(args: argparse.Namespace):
+    from latency_tables.table import DATA_ROOT
+
+    return args.tables or DATA_ROOT
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from latency_tables.build import build_table
+    from nas.cli import resolve_space
+
+    entry = resolve_space(args.space)
+    with make_backend(args) as backend:
+        rep = build_table(
+            entry,
+            backend,
+            _root(args),
+            args.device,
+            batch=args.batch,
+            retries=args.retries,
+            retry_failed=args.retry_failed,
+            force=args.force,
+        )
+    sys.stdout.write(
+        f"{rep.table}: {rep.needed} keys needed, {rep.already} already measured, "
+        f"{rep.measured} measured now, {rep.failed} failed, {rep.seconds:.1f} s\n"
+    )
+    return 0 if rep.failed == 0 else 1
+
+
+def cmd_coverage(args: argparse.Namespace) -> int:
+    from latency_tables.structure import SpaceStructure
+    from latency_tables.table import LatencyTable
+    from nas.cli import resolve_space
+
+    entry = resolve_space(args.space)
+    keys = SpaceStructure(entry.space()).block_keys()
+    table = LatencyTable.load(_root(args), args.device, args.backend)
+    missing = table.missing(keys)
+    sys.stdout.write(
+        f"{entry.name}: {len(keys) - len(missing)}/{len(keys)} keys in {table.csv_path}\n"
+    )
+    for k in missing[: args.limit]:
+        sys.stdout.write(f"  missing {k.id}\n")
+    if missing:
+        sys.stdout.write(
+            f"measure them: nas latency build --space {args.space} --backend {args.backend} "
+            f"--device {args.device}{' --tables ' + str(args.tables) if args.tables else ''}\n"
+        )
+    return 0 if not missing else 1
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from latency_tables.table import LatencyTable
+
+    table = LatencyTable.load(_root(args), args.device, args.backend)
+    sys.stdout.write(json.dumps(table.meta, indent=2) + "\n")
+    df = table.to_frame()
+    if len(df):
+        ok = df[df.status == "ok"]
+        summary = ok.groupby(["kind", "kernel"]).median_ms.agg(["count", "median", "min", "max"])
+        sys.stdout.write(summary.to_string(float_format=lambda v: f"{v:.4g}") + "\n")
+    failed = table.failed()
+    sys.stdout.write(f"{len(table)} keys measured, {len(failed)} failed\n")
+    for k, e in list(failed.items())[:10]:
+        sys.stdout.write(f"  failed {k}: {e.error}\n")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from latency_tables.cost import CostModel
+    from latency_tables.table import LatencyTable
+    from latency_tables.validate import validate
+    from nas.cli import resolve_space
+
+    entry = resolve_space(args.space)
+    table = LatencyTable.load(_root(args), args.device, args.backend)
+    cost = CostModel(entry.space(), table)
+    with make_backend(args) as backend:
+        report = validate(
+            entry,
+            backend,
+            cost,
+            n=args.n,
+            seed=args.seed,
+            batch=table.meta.get("batch", 1),
+            out_dir=table.csv_path.parent,
+        )
+    brief = {k: report[k] for k in ("space", "n", "raw", "calibrated_loo")}
+    brief["files"] = report.get("files", [])
+    sys.stdout.write(json.dumps(brief, indent=2) + "\n")
+    return 0
+
+
+def add_latency_parser(sub: argparse._SubParsersAction) -> None:
+    lat = sub.add_parser("latency", help="build, check, show and validate latency tables")
+    lsub = lat.add_subparsers(dest="latency_command", required=True)
+    p = lsub.add_parser("build", help="measure every key a space needs that the table lacks")
+    _common(p)
+    _backend_opts(p)
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=1,
+        help="retries of a failing key before it is recorded as failed",
+    )
+    p.add_argument(
+        "--retry-failed", action="store_true", help="measure keys recorded as failed again"
+    )
+    p.add_argument(
+        "--force", action="store_true", help="add to a table measured with other settings"
+    )
+    p.set_defaults(func=cmd_build)
+    p = lsub.add_parser("coverage", help="keys a space needs that the table lacks")
+    _common(p)
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_coverage)
+    p = lsub.add_parser("show", help="a table's provenance and contents")
+    _common(p, space=False)
+    p.set_defaults(func=cmd_show)
+    p = lsub.add_parser(
+        "validate", help="compare the table with end-to-end runs; fit a calibration"
+    )
+    _common(p)
+    _backend_opts(p)
+    p.add_argument("--n", type=int, default=30, help="architectures to measure end to end")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_validate)
