@@ -108,10 +108,10 @@ def build_table(
         if real != key and real in table:
             table.add(Entry(key, table.get(real).measurement))
             continue
-        module, inputs = family.block_model(key.kind, dict(key.dims), batch)
         error = ""
         for attempt in range(retries + 1):
             try:
+                module, inputs = family.block_model(key.kind, dict(key.dims), batch)
                 m = backend.measure(module, inputs, real.kernel)
                 table.add(Entry(key, m))
                 break

@@ -33,9 +33,9 @@ from torch import Tensor, nn
 
 from latency_tables.adb import DEFAULT_REMOTE_DIR, AdbClient
 from latency_tables.backends.base import BACKENDS, Backend, Plan
+from latency_tables.backends.common import ConversionError, resolve_plan
 from latency_tables.backends.tflite import KERNEL_MAP as TFLITE_KERNEL_MAP
 from latency_tables.backends.tflite import litert_versions, to_tflite
-from latency_tables.backends.torch_eager import ConversionError, resolve_plan
 from latency_tables.measurement import Measurement
 
 log = logging.getLogger(__name__)

@@ -21,11 +21,14 @@ Kernels (`kernel_map`):
 - w8: dynamic quantization (`quantize_dynamic`): MatMulInteger / ConvInteger
   with activations quantized at run time.
 - w4: MatMulNBits (4-bit blockwise weights, block 32, float compute) for linear
-  layers. ORT has no 4-bit convolution: **conv layers of a w4 plan run w8**
+  layers (a Gemm — a linear on 2-D input — is first rewritten as MatMul + Add).
+  ORT has no 4-bit convolution: **conv layers of a w4 plan run w8**
   (ConvInteger) — recorded as `conv_kernel_map` and in `runtime()`.
 - w4a8 → int8: no int4×int8 static kernels on the CPU provider.
 - fp16 → fp32: the CPU provider lacks fp16 kernels for most ops (it would
   insert casts around float kernels, measuring the casts, not fp16).
+After quantizing, every planned node is checked to have become its integer op;
+a layer left in float is a `ConversionError`, never a silent fp32 measurement.
 Everything that is not a planned conv/linear layer (norms, activations,
 attention matmuls) stays float; quantize/dequantize nodes sit at the layer
 boundaries, as in a deployed mixed-precision model.
@@ -46,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor, nn
 
 from latency_tables.backends.base import BACKENDS, Backend, Plan
-from latency_tables.backends.torch_eager import (
+from latency_tables.backends.common import (
     LRU,
     ConversionError,
     calibration_inputs,
@@ -74,25 +77,31 @@ LAYER_OPS = ("Conv", "MatMul", "Gemm")
 W4_BLOCK = 32
 _FLOAT_MODELS = LRU(4)  # content key → serialized float ONNX model
 _SCOPES = "pkg.torch.onnx.name_scopes"
-_QUIET = (
-    "onnxruntime.quantization",
-    "onnxruntime.quantization.matmul_nbits_quantizer",
-    "root",  # quantize_static warns "consider pre-processing" on the root logger
-)
+_QUIET = ("onnxruntime.quantization", "onnxruntime.quantization.matmul_nbits_quantizer")
+
+
+def _below_error(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
 
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Silence exporter/quantizer chatter (their INFO logs, deprecation warnings, prints)."""
-    loggers = [logging.getLogger(n if n != "root" else None) for n in _QUIET]
+    """Silence exporter/quantizer chatter: their INFO logs, the "consider pre-processing"
+    warnings quantize_static logs straight on the root logger (a filter on the root
+    logger sees only records made there, not ones propagated from named loggers),
+    deprecation warnings and prints."""
+    loggers = [logging.getLogger(n) for n in _QUIET]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
+    root = logging.getLogger()
+    root.addFilter(_below_error)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
+        root.removeFilter(_below_error)
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
 
@@ -138,7 +147,9 @@ def layer_nodes(model: onnx.ModelProto, layers: Sequence[str]) -> dict[str, list
         meta = {p.key: p.value for p in node.metadata_props}
         if _SCOPES not in meta:
             continue
-        scopes = ast.literal_eval(meta[_SCOPES])
+        # module scopes outermost first; the last entry is the FX node's own name
+        # (e.g. "linear_1"), which may collide with a module path, so it is skipped.
+        scopes = ast.literal_eval(meta[_SCOPES])[:-1]
         owner = next((s for s in reversed(scopes) if s in wanted), None)
         if owner is not None:
             found[owner].append(node.name)
@@ -232,16 +243,88 @@ def to_onnx(
     with tempfile.TemporaryDirectory(prefix="mqnas-onnx-") as tmp, _quiet():
         # The quantizers take paths (and mutate a ModelProto they are given).
         current = Path(tmp, "float.onnx")
-        onnx.save(model, current)
+        # The exporter's value_info trips quantize_dynamic on Gemm(transB=1) ("inferred
+        # shape and existing shape differ"); the quantizers infer shapes themselves.
+        stripped = onnx.ModelProto()
+        stripped.CopyFrom(model)
+        stripped.graph.ClearField("value_info")
+        _gemm_to_matmul(stripped, by_class.get("w8", []) + by_class.get("w4", []))
+        onnx.save(stripped, current)
         try:
-            current = _quantize(current, model, by_class, inputs, Path(tmp))
-        except ConversionError:
-            raise
+            current, expected = _quantize(current, stripped, by_class, inputs, Path(tmp))
         except Exception as e:
             raise ConversionError(
                 f"onnxruntime quantization of {type(module).__name__} failed: {e}"
             ) from e
-        return onnx.load(current)
+        out = onnx.load(current)
+    _check_quantized(out, expected)
+    return out
+
+
+def _gemm_to_matmul(model: onnx.ModelProto, names: Sequence[str]) -> None:
+    """Rewrite the plain Gemm nodes among `names` (a linear on 2-D input) as MatMul + Add,
+    in place, the MatMul keeping the Gemm's name: quantize_dynamic would split a Gemm
+    into a *float* MatMul under a new name, and MatMulNBits only replaces MatMul."""
+    import onnx
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    wanted, nodes = set(names), []
+    for node in model.graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        plain = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0
+        if (
+            node.op_type != "Gemm"
+            or node.name not in wanted
+            or not plain
+            or attrs.get("transA", 0)
+            or node.input[1] not in inits
+        ):
+            nodes.append(node)
+            continue
+        weight = node.input[1]
+        if attrs.get("transB", 0):
+            data = numpy_helper.to_array(inits[weight]).T.copy()
+            weight = f"{weight}_t"
+            model.graph.initializer.append(numpy_helper.from_array(data, weight))
+        bias = node.input[2] if len(node.input) > 2 else ""
+        out = f"{node.output[0]}_mm" if bias else node.output[0]
+        nodes.append(
+            onnx.helper.make_node("MatMul", [node.input[0], weight], [out], name=node.name)
+        )
+        if bias:
+            nodes.append(
+                onnx.helper.make_node(
+                    "Add", [out, bias], [node.output[0]], name=f"{node.name}_bias"
+                )
+            )
+    model.graph.ClearField("node")
+    model.graph.node.extend(nodes)
+
+
+def _check_quantized(model: onnx.ModelProto, expected: dict[str, tuple[str, ...]]) -> None:
+    """Each planned node must have become what its class promises: node name → op types
+    that may carry it (QDQ keeps the name and reads its weight via DequantizeLinear;
+    quantize_dynamic adds "_quant", MatMulNBitsQuantizer "_Q4")."""
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    ops = {n.name: n for n in model.graph.node}
+    missed = []
+    for name, kinds in expected.items():
+        if kinds == ("QDQ",):
+            node = ops.get(name)
+            ok = node is not None and producers.get(node.input[1]) == "DequantizeLinear"
+        else:
+            ok = any(
+                ops.get(name + suffix) is not None and ops[name + suffix].op_type in kinds
+                for suffix in ("_quant", "_Q4")
+            )
+        if not ok:
+            missed.append(name)
+    if missed:
+        raise ConversionError(
+            f"onnxruntime's quantizers left nodes {missed} in float; these layers would be "
+            "measured as fp32"
+        )
 
 
 def _quantize(
@@ -250,8 +333,9 @@ def _quantize(
     by_class: dict[str, list[str]],
     inputs: tuple[Tensor, ...],
     tmp: Path,
-) -> Path:
-    """Static int8 → dynamic w8 → MatMulNBits w4, each on its own nodes; returns the last file."""
+) -> tuple[Path, dict[str, tuple[str, ...]]]:
+    """Static int8 → dynamic w8 → MatMulNBits w4, each on its own nodes. Returns the last
+    file and, per planned node, the op types that must carry it (for `_check_quantized`)."""
     import onnx
     from onnxruntime.quantization import (
         QuantFormat,
@@ -261,8 +345,13 @@ def _quantize(
     )
 
     ops = {n.name: n.op_type for n in model.graph.node}
-    w4 = [n for n in by_class.get("w4", []) if ops[n] != "Conv"]
-    w8 = by_class.get("w8", []) + [n for n in by_class.get("w4", []) if ops[n] == "Conv"]
+    w4 = [n for n in by_class.get("w4", []) if ops[n] == "MatMul"]
+    w8 = by_class.get("w8", []) + [n for n in by_class.get("w4", []) if ops[n] != "MatMul"]
+    if len(w8) > len(by_class.get("w8", [])):
+        log.info("%s run w4 as w8: no 4-bit kernel for their op", w8[len(by_class.get("w8", [])) :])
+    expected: dict[str, tuple[str, ...]] = {n: ("QDQ",) for n in by_class.get("int8", [])}
+    expected |= {n: ("MatMulInteger", "ConvInteger") for n in w8}
+    expected |= {n: ("MatMulNBits",) for n in w4}
     if by_class.get("int8"):
         out = tmp / "int8.onnx"
         quantize_static(
@@ -301,7 +390,7 @@ def _quantize(
         out = tmp / "w4.onnx"
         onnx.save(quantizer.model.model, out)
         path = out
-    return path
+    return path, expected
 
 
 @BACKENDS.register("onnxruntime")

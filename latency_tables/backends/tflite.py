@@ -26,6 +26,10 @@ Kernels (ai_edge_quantizer recipe per class):
   would time exactly like fp32.
 - w4: dynamic range with int4 channelwise weights (`add_dynamic_config(4)`).
 - w4a8: static int8 activations with int4 weights (`add_static_config(8, 4)`).
+  The quantizer has int4 only for FULLY_CONNECTED and CONV_2D: a layer the
+  converter lowers to DEPTHWISE_CONV_2D (e.g. a conv with one input channel),
+  BATCH_MATMUL or CONV_2D_TRANSPOSE runs w4 as w8 and w4a8 as int8
+  (`OP_KERNEL_MAP`, recorded in `runtime()`).
 - fp16: `to_tflite` stores fp16 weights (FLOAT_CASTING recipe), but XNNPACK
   on this host dequantizes them to fp32 at load and computes in fp32, so
   **this backend aliases fp16 → fp32**. The phone backend runs fp16 for
@@ -41,7 +45,7 @@ import logging
 import os
 import re
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -50,7 +54,7 @@ import numpy as np
 from torch import Tensor, nn
 
 from latency_tables.backends.base import BACKENDS, KERNELS, Backend, Plan
-from latency_tables.backends.torch_eager import (
+from latency_tables.backends.common import (
     LRU,
     ConversionError,
     calibration_inputs,
@@ -75,6 +79,12 @@ _FLOAT_MODELS = LRU(4)
 _QUANTIZED = {np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.float16)}
 
 
+# ai_edge_quantizer quantizes int4 weights only on FULLY_CONNECTED and CONV_2D (its
+# default_policy); other weighted ops run the nearest int8 kernel instead.
+OP_KERNEL_MAP = {
+    op: {"w4": "w8", "w4a8": "int8"}
+    for op in ("DEPTHWISE_CONV_2D", "BATCH_MATMUL", "CONV_2D_TRANSPOSE")
+}
 _WEIGHTED_OPS = (
     "FULLY_CONNECTED",
     "CONV_2D",
@@ -108,11 +118,19 @@ def effective_weights(
                 seen[stack[-1]] = w.detach().float().cpu().numpy().copy()
             return func(*args, **kwargs)
 
+    def enter(path: str) -> Callable[..., None]:
+        return lambda *_: stack.append(path)
+
+    def leave(*_: Any) -> None:  # a forward hook returning a value would replace the output
+        stack.pop()
+
     handles = []
     for path in paths:
         layer = module.get_submodule(path)
-        handles.append(layer.register_forward_pre_hook(lambda m, a, p=path: stack.append(p)))
-        handles.append(layer.register_forward_hook(lambda m, a, o: stack.pop()))
+        handles += [
+            layer.register_forward_pre_hook(enter(path)),
+            layer.register_forward_hook(leave),
+        ]
     try:
         with torch.no_grad(), Record():
             module(*inputs)
@@ -243,6 +261,10 @@ def _recipe(ops: Mapping[str, LayerOp], kernels: Mapping[str, str]) -> list[dict
     rm = recipe_manager.RecipeManager()
     every = qtyping.TFLOperationName.ALL_SUPPORTED
     for path, k in kernels.items():
+        op = ops[path].op_type
+        if k in OP_KERNEL_MAP.get(op, {}):
+            log.info("%s runs as %s: %s has no %s kernel", path, OP_KERNEL_MAP[op][k], op, k)
+            k = OP_KERNEL_MAP[op][k]
         rx = "^" + re.escape(ops[path].scope) + "$"
         if k == "int8":
             rm.add_static_config(rx, every, activation_num_bits=8, weight_num_bits=8)
@@ -281,12 +303,13 @@ def _as_numpy(detail: Mapping[str, Any], t: Tensor) -> np.ndarray:
 
 
 def _quantize(
-    model: bytes, module: nn.Module, inputs: tuple[Tensor, ...], kernels: Mapping[str, str]
+    model: bytes, ops: Mapping[str, LayerOp], inputs: tuple[Tensor, ...], kernels: Mapping[str, str]
 ) -> bytes:
+    """Quantize `kernels`' layers (found at `ops`), calibrating when a recipe is static."""
     from ai_edge_litert.interpreter import Interpreter
     from ai_edge_quantizer import quantizer
 
-    qt = quantizer.Quantizer(model, _recipe(module, kernels))
+    qt = quantizer.Quantizer(model, _recipe(ops, kernels))
     calibration = None
     if qt.need_calibration:
         interp = Interpreter(model_content=model)
@@ -356,6 +379,10 @@ def litert_versions() -> dict[str, str]:
     return {
         "converter": f"litert-torch {version('litert-torch')}",
         "quantizer": f"ai-edge-quantizer {version('ai-edge-quantizer')}",
+        "op_kernel_map": "; ".join(
+            f"{op}: " + ",".join(f"{k}->{v}" for k, v in m.items())
+            for op, m in OP_KERNEL_MAP.items()
+        ),
     }
 
 

@@ -22,7 +22,7 @@ from stand_in import install_stand_in, load_state
 from torch import nn
 
 from latency_tables.backends import BACKENDS, KERNELS, Backend
-from latency_tables.backends.torch_eager import ConversionError
+from latency_tables.backends.common import ConversionError
 
 WARMUP, RUNS = 2, 5
 
@@ -48,19 +48,39 @@ class TinyAttn(nn.Module):
         super().__init__()
         self.qkv = nn.Linear(32, 96)
         self.proj = nn.Linear(32, 32)
-        self.ff = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 32))
+        # a ModuleList (never called itself), as diffusers' to_out / ff.net
+        self.ff = nn.ModuleList([nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 32)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self.qkv(x).chunk(3, dim=-1)
         attn = torch.softmax(q @ k.transpose(-1, -2) / 32**0.5, dim=-1)
         x = x + self.proj(attn @ v)
-        return x + self.ff(x)
+        h = x
+        for layer in self.ff:
+            h = layer(h)
+        return x + h
+
+
+class TinyEmbed(nn.Module):
+    """Patch conv with one input channel, then linears on a 2-D input (Gemm in ONNX)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(1, 16, 2, stride=2)
+        self.linear_1 = nn.Linear(256, 32)
+        self.act = nn.SiLU()
+        self.linear_2 = nn.Linear(32, 64)  # its output is the block's output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_1(self.patch(x).flatten(1))))
 
 
 def block(kind: str) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     torch.manual_seed(0)
     if kind == "conv":
         return TinyConv().eval(), (torch.randn(1, 8, 8, 8),)
+    if kind == "embed":
+        return TinyEmbed().eval(), (torch.randn(1, 1, 8, 8),)
     return TinyAttn().eval(), (torch.randn(1, 16, 32),)
 
 
@@ -209,6 +229,23 @@ def test_onnxruntime_per_layer_plans(tmp_path: Path) -> None:
     assert make("onnxruntime").measure(attn, x, {"qkv": "w8", "ff.2": "w4"}).n == RUNS
 
 
+def test_onnxruntime_linears_on_2d_inputs(tmp_path: Path) -> None:
+    """Gemm nodes (a linear on a 2-D input) are rewritten as MatMul so w4/w8 really apply;
+    the fp32 linear_2 shares its FX node name "linear_1" with the module path linear_1."""
+    from latency_tables.backends.onnxruntime import layer_nodes, to_onnx
+
+    embed, x = block("embed")
+    ops = _ops(to_onnx(embed, x, {"linear_1": "w4", "patch": "w4"}))
+    assert ops.count("MatMulNBits") == 1 and ops.count("ConvInteger") == 1
+    assert "MatMulInteger" not in ops and ops.count("MatMul") == 1  # linear_2 stays float
+    ops = _ops(to_onnx(embed, x, {"linear_2": "w8"}))
+    assert ops.count("MatMulInteger") == 1 and ops.count("MatMul") == 1 and "Conv" in ops
+    float_model = to_onnx(embed, x, "fp32")
+    nodes = layer_nodes(float_model, ["linear_1", "linear_2"])
+    assert len(nodes["linear_1"]) == len(nodes["linear_2"]) == 1
+    assert nodes["linear_1"] != nodes["linear_2"]
+
+
 def test_onnxruntime_torchscript_exporter_takes_uniform_plans_only() -> None:
     from latency_tables.backends.onnxruntime import to_onnx
 
@@ -228,46 +265,61 @@ def _tensors(model: bytes) -> list[dict[str, Any]]:
     return Interpreter(model_content=model).get_tensor_details()
 
 
-def _weights(model: bytes, module: nn.Module, path: str) -> set[str]:
-    """dtypes of the tensors of layer `path` shaped like its weight (a stored weight and,
-    for weight-only recipes, its dequantized copy)."""
-    from latency_tables.backends.tflite import layer_scope
+def _weight_dtypes(
+    module: nn.Module, inputs: tuple[torch.Tensor, ...], model: bytes
+) -> dict[str, str]:
+    """Layer path → dtype of its weight tensor in `model` (layers found by weight matching)."""
+    from latency_tables.backends.tflite import layer_ops, to_tflite
 
-    want = sorted(module.get_submodule(path).weight.shape)
-    scope = layer_scope(module, path) + ";"
-    found = {
-        np.dtype(t["dtype"]).name
-        for t in _tensors(model)
-        if t["name"].startswith(scope) and sorted(t["shape"].tolist()) == want
-    }
-    assert found, f"no weight tensor of {path} in the model"
-    return found
+    layers = [n for n, m in module.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    ops = layer_ops(to_tflite(module, inputs, "fp32"), module, inputs, layers)
+    dtypes = {t["name"]: np.dtype(t["dtype"]).name for t in _tensors(model)}
+    return {p: dtypes[op.weight] for p, op in ops.items()}
 
 
-def test_tflite_recipes_quantize(tmp_path: Path) -> None:
+def test_tflite_recipes_quantize() -> None:
     from latency_tables.backends.tflite import to_tflite
 
     module, inputs = block("conv")
     fp32 = to_tflite(module, inputs, "fp32")
-    assert _weights(fp32, module, "conv1") == _weights(fp32, module, "conv2") == {"float32"}
+    assert set(_weight_dtypes(module, inputs, fp32).values()) == {"float32"}
     for kernel in ("int8", "w8", "w4", "w4a8"):
         q = to_tflite(module, inputs, kernel)
         assert q != fp32 and len(q) < len(fp32), kernel
-        assert _weights(q, module, "conv1") == {"int8"}, kernel  # (int4 shows as int8)
+        # (int4 weights show as int8 in the interpreter)
+        assert _weight_dtypes(module, inputs, q) == {"conv1": "int8", "conv2": "int8"}, kernel
     int8 = to_tflite(module, inputs, "int8")
     assert len(to_tflite(module, inputs, "w4a8")) < len(int8)  # int4 weights are packed
     acts = [t for t in _tensors(int8) if t["shape"].tolist() == [1, 8, 8, 16]]
     assert any(np.dtype(t["dtype"]) == np.int8 for t in acts)  # int8 activations too
-    assert "float16" in _weights(to_tflite(module, inputs, "fp16"), module, "conv2")
+    fp16 = to_tflite(module, inputs, "fp16")
+    assert _weight_dtypes(module, inputs, fp16) == {"conv1": "float16", "conv2": "float16"}
 
     one = to_tflite(module, inputs, {"conv1": "int8"})
-    assert _weights(one, module, "conv1") == {"int8"}
-    assert _weights(one, module, "conv2") == {"float32"}  # only the named layer
+    assert _weight_dtypes(module, inputs, one) == {"conv1": "int8", "conv2": "float32"}
 
     attn, x = block("attn")
-    mixed = to_tflite(attn, x, {"qkv": "w8", "proj": "int8"})
-    assert _weights(mixed, attn, "qkv") == _weights(mixed, attn, "proj") == {"int8"}
-    assert _weights(mixed, attn, "ff.0") == {"float32"}
+    mixed = to_tflite(attn, x, {"qkv": "w8", "proj": "int8", "ff.2": "fp16"})
+    assert _weight_dtypes(attn, x, mixed) == {
+        "qkv": "int8",
+        "proj": "int8",
+        "ff.0": "float32",
+        "ff.2": "float16",
+    }
+
+
+def test_tflite_int4_falls_back_where_litert_has_none() -> None:
+    """A 1-input-channel conv becomes DEPTHWISE_CONV_2D, which has no int4 recipe: w4 runs w8."""
+    from latency_tables.backends.tflite import OP_KERNEL_MAP, layer_ops, to_tflite
+
+    embed, x = block("embed")
+    fp32 = to_tflite(embed, x, "fp32")
+    assert layer_ops(fp32, embed, x, ["patch"])["patch"].op_type == "DEPTHWISE_CONV_2D"
+    assert OP_KERNEL_MAP["DEPTHWISE_CONV_2D"] == {"w4": "w8", "w4a8": "int8"}
+    w4 = to_tflite(embed, x, "w4")
+    assert set(_weight_dtypes(embed, x, w4).values()) == {"int8"}
+    assert len(w4) < len(to_tflite(embed, x, "w8"))  # the linears really are int4
+    assert "DEPTHWISE_CONV_2D" in make("tflite").runtime()["op_kernel_map"]
 
 
 def test_tflite_measures_quantized_kernels() -> None:
