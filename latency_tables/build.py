@@ -125,12 +125,10 @@ def build_table(
         else:
             table.add(Entry(key, None, "failed", error))
             failed += 1
-    table.update_meta(spaces=sorted({*table.meta.get("spaces", []), entry.name}))
-    return BuildReport(
-        table.csv_path,
-        len(wanted),
-        len(wanted) - len(todo),
-        len(todo) - failed,
-        failed,
-        time.perf_counter() - t0,
+    seconds = time.perf_counter() - t0
+    table.update_meta(
+        spaces=sorted({*table.meta.get("spaces", []), entry.name}),
+        build_seconds=round(table.meta.get("build_seconds", 0.0) + seconds, 1),
     )
+    done = len(todo) - failed
+    return BuildReport(table.csv_path, len(wanted), len(wanted) - len(todo), done, failed, seconds)

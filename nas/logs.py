@@ -6,7 +6,12 @@ import logging
 
 # torchao (a dependency of the LiteRT exporter) is found by diffusers at import and
 # warns that its CUDA kernels cannot load; on a CPU machine that is expected noise.
-_NOISY = ("torchao", "diffusers.quantizers.torchao.torchao_quantizer", "torch.utils._pytree")
+_NOISY = (
+    "torchao",
+    "diffusers.quantizers.torchao.torchao_quantizer",
+    "torch.utils._pytree",
+    "torch.onnx._internal.exporter._registration",  # "torchvision is not installed"
+)
 
 
 def quiet_third_party() -> None:

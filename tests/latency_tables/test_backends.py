@@ -7,7 +7,6 @@ whose `benchmark_model` runs the pushed `.tflite` with LiteRT on this host.
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +17,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from stand_in import install_stand_in, load_state
 from torch import nn
 
 from latency_tables.backends import BACKENDS, KERNELS, Backend
@@ -82,20 +80,6 @@ def block(kind: str) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     if kind == "embed":
         return TinyEmbed().eval(), (torch.randn(1, 1, 8, 8),)
     return TinyAttn().eval(), (torch.randn(1, 16, 32),)
-
-
-@pytest.fixture
-def phone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
-    """The stand-in adb first on PATH, one Pixel 8 attached, a local benchmark_model."""
-    bin_dir, state_dir = tmp_path / "bin", tmp_path / "phone"
-    install_stand_in(bin_dir, state_dir)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
-    monkeypatch.delenv("ANDROID_SERIAL", raising=False)
-    binary = tmp_path / "benchmark_model"  # stands for the aarch64 binary; the stand-in runs it
-    binary.write_text("#!/system/bin/sh\n")
-    binary.chmod(0o755)
-    serial = load_state(state_dir)["devices"][0]["serial"]
-    return SimpleNamespace(state_dir=state_dir, binary=binary, serial=serial)
 
 
 def make(name: str, phone: SimpleNamespace | None = None, **options: Any) -> Backend:
