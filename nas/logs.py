@@ -19,10 +19,16 @@ def quiet_third_party() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+OWN = ("nas", "latency_tables", "search_spaces", "predictors")
+
+
 def setup_cli_logging(verbose: bool = False) -> None:
+    """Our packages log at INFO (DEBUG with -v); third-party libraries only warn."""
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    for name in OWN:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
     quiet_third_party()
