@@ -80,7 +80,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +93,7 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
+from nas.block_models import BlockInputs, Builder, Built, block_model_hook
 from nas.diffusers_compat import (
     as_timesteps,
     copy_teacher_state,
@@ -1172,43 +1173,25 @@ class DiTFinalBlock(nn.Module):
         return _final_layer(x, emb_t, self.norm_out, table, self.proj_out, g, g, self.p, self.c)
 
 
-Built = tuple[nn.Module, tuple[Tensor, ...]]
-
-
-class _Inputs:
-    """Deterministic example inputs of one block model: one generator seeded 0."""
-
-    def __init__(self, batch: int) -> None:
-        self.batch = batch
-        self.g = torch.Generator().manual_seed(0)
-
-    def randn(self, *shape: int) -> Tensor:
-        return torch.randn(self.batch, *shape, generator=self.g)
-
-    def steps(self) -> Tensor:
-        """Timesteps (B,) in [0, 1000), as float (what an on-device runtime feeds)."""
-        return torch.randint(0, 1000, (self.batch,), generator=self.g).float()
-
-
-def _bm_patch_embed(d: dict[str, Any], x: _Inputs) -> Built:
+def _bm_patch_embed(d: dict[str, Any], x: BlockInputs) -> Built:
     p, h, w = d["patch_size"], d["H"], d["W"]
     m = PatchEmbed(h, p, d["in_channels"], d["width"], max(h // 64, 1))
     m.pos(d["width"], h // p, w // p, torch.device("cpu"))  # cache: a constant when traced
     return m, (x.randn(d["in_channels"], h, w),)
 
 
-def _bm_adaln_single(d: dict[str, Any], x: _Inputs) -> Built:
+def _bm_adaln_single(d: dict[str, Any], x: BlockInputs) -> Built:
     if d["freq_dim"] != TIME_FREQ_DIM or d["out"] != 6 * d["width"]:
         raise ConfigError(f"adaln_single dims {d}: need freq_dim {TIME_FREQ_DIM}, out 6×width")
     return AdaLNSingleBlock(d["width"]), (x.steps(),)
 
 
-def _bm_caption_projection(d: dict[str, Any], x: _Inputs) -> Built:
+def _bm_caption_projection(d: dict[str, Any], x: BlockInputs) -> Built:
     m = CaptionProjection(d["caption_channels"], d["width"], None)
     return m, (x.randn(d["context_len"], d["caption_channels"]),)
 
 
-def _bm_dit_block(d: dict[str, Any], x: _Inputs) -> Built:
+def _bm_dit_block(d: dict[str, Any], x: BlockInputs) -> Built:
     w, cross = d["width"], bool(d["cross_attention"])
     blk = DiTBlock(w, d["heads"], d["dim_head"], d["ff_inner"], cross, None, "block")
     inputs = (x.randn(d["tokens"], w), x.randn(6 * w))
@@ -1219,7 +1202,7 @@ def _bm_dit_block(d: dict[str, Any], x: _Inputs) -> Built:
     return DiTBlockModel(blk), inputs
 
 
-def _bm_dit_final(d: dict[str, Any], x: _Inputs) -> Built:
+def _bm_dit_final(d: dict[str, Any], x: BlockInputs) -> Built:
     g, w = d["grid"], d["width"]
     if g * g != d["tokens"]:
         raise ConfigError(f"dit_final dims {d}: tokens must be grid²")
@@ -1227,7 +1210,7 @@ def _bm_dit_final(d: dict[str, Any], x: _Inputs) -> Built:
     return m, (x.randn(d["tokens"], w), x.randn(w))
 
 
-_BLOCK_MODELS: dict[str, Callable[[dict[str, Any], _Inputs], Built]] = {
+_BLOCK_MODELS: dict[str, Builder] = {
     "patch_embed": _bm_patch_embed,
     "adaln_single": _bm_adaln_single,
     "caption_projection": _bm_caption_projection,
@@ -1236,31 +1219,15 @@ _BLOCK_MODELS: dict[str, Callable[[dict[str, Any], _Inputs], Built]] = {
 }
 
 
-def block_model(kind: str, dims: Mapping[str, Any], batch: int = 1) -> Built:
-    """The float micro-model of one spec block and its example inputs (batch `batch`).
-
-    Built of the classes the standalone model uses, at exactly `dims` (a `BlockSpec.d`),
-    unconfigured (no quant schemes), in eval mode; weights and inputs are seeded 0.
-    ``module(*inputs)`` runs what the standalone model runs for that block — patch_embed:
-    x (B, C, H, W) → tokens; adaln_single: timesteps (B,) → ((B, 6w), (B, w));
-    caption_projection: caption (B, M, caption_channels); dit_block: (x (B, N, w),
-    temb (B, 6w)[, context (B, M, w)]); dit_final: (x (B, N, w), emb (B, w)) → image.
-    """
-    build = _BLOCK_MODELS.get(kind)
-    if build is None:
-        raise ConfigError(
-            f"{FAMILY_NAME} has no block kind {kind!r}; its kinds are {sorted(_BLOCK_MODELS)}"
-        )
-    with torch.random.fork_rng(devices=[]):  # seeded weights, the caller's RNG untouched
-        torch.manual_seed(0)
-        try:
-            module, inputs = build(dict(dims), _Inputs(batch))
-        except KeyError as e:
-            raise ConfigError(
-                f"{FAMILY_NAME} block {kind!r} needs dim {e.args[0]!r}; got dims {dict(dims)} "
-                "(give the dims of a BlockSpec of this family)"
-            ) from None
-    return module.eval(), inputs
+# The float micro-model of one spec block and its example inputs (batch `batch`).
+#
+# Built of the classes the standalone model uses, at exactly `dims` (a `BlockSpec.d`),
+# unconfigured (no quant schemes), in eval mode; weights and inputs are seeded 0.
+# ``module(*inputs)`` runs what the standalone model runs for that block — patch_embed:
+# x (B, C, H, W) → tokens; adaln_single: timesteps (B,) → ((B, 6w), (B, w));
+# caption_projection: caption (B, M, caption_channels); dit_block: (x (B, N, w),
+# temb (B, 6w)[, context (B, M, w)]); dit_final: (x (B, N, w), emb (B, w)) → image.
+block_model = block_model_hook(FAMILY_NAME, _BLOCK_MODELS)
 
 
 def make_supernet(cfg: MobileDiTConfig, space: SearchSpace) -> MobileDiTSupernet:

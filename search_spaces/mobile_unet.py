@@ -142,6 +142,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from torch import Tensor, nn
 
+from nas.block_models import BlockInputs, Builder, Built, block_model_hook
 from nas.diffusers_compat import (
     as_timesteps,
     copy_teacher_state,
@@ -1861,67 +1862,49 @@ class HeadBlock(nn.Module):
         return self.conv_out(self.conv_act(self.conv_norm_out(x)))
 
 
-Built = tuple[nn.Module, tuple[Tensor, ...]]
-
-
-class _Inputs:
-    """Deterministic example inputs of one block model: one generator seeded 0."""
-
-    def __init__(self, batch: int) -> None:
-        self.batch = batch
-        self.g = torch.Generator().manual_seed(0)
-
-    def randn(self, *shape: int) -> Tensor:
-        return torch.randn(self.batch, *shape, generator=self.g)
-
-    def steps(self) -> Tensor:
-        """Timesteps (B,) in [0, 1000), as float (what an on-device runtime feeds)."""
-        return torch.randint(0, 1000, (self.batch,), generator=self.g).float()
-
-
-def _bm_conv_in(d: dict[str, Any], x: _Inputs) -> Built:
+def _bm_conv_in(d: dict[str, Any], x: BlockInputs) -> Built:
     return ElasticConv2d(d["in"], d["out"], 3, padding=1), (x.randn(d["in"], d["H"], d["W"]),)
 
 
-def _bm_time_embedding(d: dict[str, Any], x: _Inputs) -> Built:
+def _bm_time_embedding(d: dict[str, Any], x: BlockInputs) -> Built:
     if d["hidden"] != d["out"]:
         raise ConfigError(f"time_embedding dims {d}: hidden must equal out (linear_2 is square)")
     return TimeEmbeddingBlock(d["in"], d["out"]), (x.steps(),)
 
 
-def _bm_resnet(d: dict[str, Any], x: _Inputs) -> Built:
+def _bm_resnet(d: dict[str, Any], x: BlockInputs) -> Built:
     m = ResnetBlock2D(d["in"], d["inner"], d["out"], d["temb"], d["groups"], bool(d["shortcut"]))
     return m, (x.randn(d["in"], d["H"], d["W"]), x.randn(d["temb"]))
 
 
-def _bm_transformer_io(d: dict[str, Any], x: _Inputs) -> Built:
+def _bm_transformer_io(d: dict[str, Any], x: BlockInputs) -> Built:
     return TransformerIOBlock(d["width"], d["groups"]), (x.randn(d["width"], d["H"], d["W"]),)
 
 
-def _bm_transformer(d: dict[str, Any], x: _Inputs) -> Built:
+def _bm_transformer(d: dict[str, Any], x: BlockInputs) -> Built:
     if d["ff_inner"] != FF_MULT * d["width"]:
         raise ConfigError(f"transformer dims {d}: ff_inner must be {FF_MULT} × width")
     m = BasicTransformerBlock(d["width"], d["heads"], d["dim_head"], d["context_dim"])
     return m, (x.randn(d["tokens"], d["width"]), x.randn(d["context_len"], d["context_dim"]))
 
 
-def _bm_downsample(d: dict[str, Any], x: _Inputs) -> Built:
+def _bm_downsample(d: dict[str, Any], x: BlockInputs) -> Built:
     if d["in"] != d["out"]:
         raise ConfigError(f"downsample dims {d}: Downsample2D keeps its channels (in == out)")
     return Downsample2D(d["in"]), (x.randn(d["in"], d["H"], d["W"]),)
 
 
-def _bm_upsample(d: dict[str, Any], x: _Inputs) -> Built:
+def _bm_upsample(d: dict[str, Any], x: BlockInputs) -> Built:
     if d["in"] != d["out"]:
         raise ConfigError(f"upsample dims {d}: Upsample2D keeps its channels (in == out)")
     return Upsample2D(d["in"]), (x.randn(d["in"], d["H"], d["W"]),)
 
 
-def _bm_conv_out(d: dict[str, Any], x: _Inputs) -> Built:
+def _bm_conv_out(d: dict[str, Any], x: BlockInputs) -> Built:
     return HeadBlock(d["in"], d["out"], d["groups"]), (x.randn(d["in"], d["H"], d["W"]),)
 
 
-_BLOCK_MODELS: dict[str, Callable[[dict[str, Any], _Inputs], Built]] = {
+_BLOCK_MODELS: dict[str, Builder] = {
     "conv_in": _bm_conv_in,
     "time_embedding": _bm_time_embedding,
     "resnet": _bm_resnet,
@@ -1933,31 +1916,15 @@ _BLOCK_MODELS: dict[str, Callable[[dict[str, Any], _Inputs], Built]] = {
 }
 
 
-def block_model(kind: str, dims: Mapping[str, Any], batch: int = 1) -> Built:
-    """The float micro-model of one spec block and its example inputs (batch `batch`).
-
-    Built of the classes the standalone model uses, at exactly `dims` (a `BlockSpec.d`),
-    unconfigured (no quant schemes), in eval mode; weights and inputs are seeded 0.
-    ``module(*inputs)`` runs what the standalone model runs for that block — resnet:
-    (x (B, in, H, W), temb (B, temb)); transformer: (tokens (B, N, width), context (B, M,
-    context_dim)); transformer_io: x (B, width, H, W); time_embedding: timesteps (B,);
-    conv_in / downsample / upsample / conv_out: x (B, in, H, W).
-    """
-    build = _BLOCK_MODELS.get(kind)
-    if build is None:
-        raise ConfigError(
-            f"{FAMILY_NAME} has no block kind {kind!r}; its kinds are {sorted(_BLOCK_MODELS)}"
-        )
-    with torch.random.fork_rng(devices=[]):  # seeded weights, the caller's RNG untouched
-        torch.manual_seed(0)
-        try:
-            module, inputs = build(dict(dims), _Inputs(batch))
-        except KeyError as e:
-            raise ConfigError(
-                f"{FAMILY_NAME} block {kind!r} needs dim {e.args[0]!r}; got dims {dict(dims)} "
-                "(give the dims of a BlockSpec of this family)"
-            ) from None
-    return module.eval(), inputs
+# The float micro-model of one spec block and its example inputs (batch `batch`).
+#
+# Built of the classes the standalone model uses, at exactly `dims` (a `BlockSpec.d`),
+# unconfigured (no quant schemes), in eval mode; weights and inputs are seeded 0.
+# ``module(*inputs)`` runs what the standalone model runs for that block — resnet:
+# (x (B, in, H, W), temb (B, temb)); transformer: (tokens (B, N, width), context (B, M,
+# context_dim)); transformer_io: x (B, width, H, W); time_embedding: timesteps (B,);
+# conv_in / downsample / upsample / conv_out: x (B, in, H, W).
+block_model = block_model_hook(FAMILY_NAME, _BLOCK_MODELS)
 
 
 # =========================================================================== registry

@@ -53,7 +53,8 @@ def host_fingerprint() -> dict[str, str]:
         "machine": platform.machine(),
         "cpu": cpu,
         "cores": str(os.cpu_count()),
-        "os": f"{platform.system()} {platform.release()}",
+        # The OS, not its kernel release: a table stays valid across kernel updates.
+        "os": platform.system(),
     }
 
 

@@ -269,7 +269,7 @@ def _gemm_to_matmul(model: onnx.ModelProto, names: Sequence[str]) -> None:
     from onnx import numpy_helper
 
     inits = {i.name: i for i in model.graph.initializer}
-    wanted, nodes = set(names), []
+    wanted, nodes, replaced = set(names), [], set()
     for node in model.graph.node:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         plain = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0
@@ -285,6 +285,7 @@ def _gemm_to_matmul(model: onnx.ModelProto, names: Sequence[str]) -> None:
         weight = node.input[1]
         if attrs.get("transB", 0):
             data = numpy_helper.to_array(inits[weight]).T.copy()
+            replaced.add(weight)
             weight = f"{weight}_t"
             model.graph.initializer.append(numpy_helper.from_array(data, weight))
         bias = node.input[2] if len(node.input) > 2 else ""
@@ -300,6 +301,27 @@ def _gemm_to_matmul(model: onnx.ModelProto, names: Sequence[str]) -> None:
             )
     model.graph.ClearField("node")
     model.graph.node.extend(nodes)
+    unused = replaced - {i for n in nodes for i in n.input}  # drop the untransposed copies
+    kept = [i for i in model.graph.initializer if i.name not in unused]
+    model.graph.ClearField("initializer")
+    model.graph.initializer.extend(kept)
+
+
+@contextlib.contextmanager
+def _keep_gemms() -> Iterator[None]:
+    """Stop quantize_dynamic from rewriting *every* plain Gemm of the graph as
+    (Transpose +) MatMul + Add under new names: that undoes the int8 pass's QDQ Gemms
+    (DQ → Transpose → MatMul, which onnxruntime no longer fuses into an integer kernel)
+    and renames fp32 ones. The Gemms it is asked to quantize were already rewritten by
+    `_gemm_to_matmul`, so nothing is lost."""
+    from onnxruntime.quantization.onnx_model import ONNXModel
+
+    original = ONNXModel.replace_gemm_with_matmul
+    ONNXModel.replace_gemm_with_matmul = lambda self: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        ONNXModel.replace_gemm_with_matmul = original  # type: ignore[method-assign]
 
 
 def _check_quantized(model: onnx.ModelProto, expected: dict[str, tuple[str, ...]]) -> None:
@@ -368,14 +390,15 @@ def _quantize(
         path = out
     if w8:
         out = tmp / "w8.onnx"
-        quantize_dynamic(
-            path,
-            out,
-            op_types_to_quantize=list(LAYER_OPS),
-            nodes_to_quantize=w8,
-            per_channel=True,
-            weight_type=QuantType.QInt8,
-        )
+        with _keep_gemms():
+            quantize_dynamic(
+                path,
+                out,
+                op_types_to_quantize=list(LAYER_OPS),
+                nodes_to_quantize=w8,
+                per_channel=True,
+                weight_type=QuantType.QInt8,
+            )
         path = out
     if w4:
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
