@@ -21,13 +21,19 @@ Kernels (`kernel_map`):
 - w8: dynamic quantization (`quantize_dynamic`): MatMulInteger / ConvInteger
   with activations quantized at run time.
 - w4: MatMulNBits (4-bit blockwise weights, block 32, float compute) for linear
-  layers (a Gemm — a linear on 2-D input — is first rewritten as MatMul + Add).
+  layers (a Gemm — a linear on 2-D input — is first rewritten as MatMul + Add;
+  so is a w8 Gemm). Gemms of other classes stay Gemm: an int8 one becomes a QDQ
+  Gemm (fused to QGemm), and quantize_dynamic is kept from splitting every Gemm
+  of the graph, which in a mixed plan turned int8 Gemms into DQ → Transpose →
+  float MatMul under new names.
   ORT has no 4-bit convolution: **conv layers of a w4 plan run w8**
   (ConvInteger) — recorded as `conv_kernel_map` and in `runtime()`.
 - w4a8 → int8: no int4×int8 static kernels on the CPU provider.
 - fp16 → fp32: the CPU provider lacks fp16 kernels for most ops (it would
   insert casts around float kernels, measuring the casts, not fp16).
-After quantizing, every planned node is checked to have become its integer op;
+A mixed plan runs the passes one after another on one graph (static int8, then
+dynamic w8, then MatMulNBits), each restricted to its own nodes. After quantizing,
+every planned node is checked to have become its integer op;
 a layer left in float is a `ConversionError`, never a silent fp32 measurement.
 Everything that is not a planned conv/linear layer (norms, activations,
 attention matmuls) stays float; quantize/dequantize nodes sit at the layer

@@ -12,8 +12,12 @@ F.linear/F.conv2d, and each is matched to the FULLY_CONNECTED / CONV_2D /
 DEPTHWISE_CONV_2D / BATCH_MATMUL op whose constant weight has the same shape
 (up to layout) and the same scale-invariant statistics (the converter may
 fold the attention scale into to_q). The recipe then names that op's exact
-output tensors. After quantizing, each planned layer's weight must be
-quantized, so a mismatch fails loudly instead of measuring float.
+output tensors. After quantizing, each planned layer's op must read the
+activation and weight types of its kernel class (`LAYER_TYPES`: e.g. int8
+activations and int4 weights for w4a8), so a mismatch fails loudly instead of
+timing float or another class. The module runs once eagerly before conversion,
+so constants it computes and caches on its first call (MobileDiT's float64
+position table) are not traced into the graph (LiteRT has no float64 ops).
 
 Kernels (ai_edge_quantizer recipe per class):
 
@@ -41,11 +45,12 @@ float, with quantize/dequantize at the layer boundaries.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import re
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -76,7 +81,15 @@ KERNEL_MAP = {
 }
 _IDENTITY = {k: k for k in KERNELS}
 _FLOAT_MODELS = LRU(4)
-_QUANTIZED = {np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.float16)}
+# (activation, weight) flatbuffer types of the op that runs a layer of each kernel class
+# ("*": any; fp16 weights are read by a DEQUANTIZE op, which has no activation operand).
+LAYER_TYPES = {
+    "int8": ("INT8", "INT8"),
+    "w4a8": ("INT8", "INT4"),
+    "w8": ("FLOAT32", "INT8"),
+    "w4": ("FLOAT32", "INT4"),
+    "fp16": ("*", "FLOAT16"),
+}
 
 
 # ai_edge_quantizer quantizes int4 weights only on FULLY_CONNECTED and CONV_2D (its
@@ -222,7 +235,9 @@ def _quiet() -> Iterator[None]:
     had = key in os.environ
     os.environ.setdefault(key, "n")
     try:
-        with warnings.catch_warnings():
+        # ai_edge_quantizer's calibration / transformation progress bars (tqdm binds
+        # sys.stderr when a bar is created; logging handlers keep their own stream).
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
             # The quantizer's calibration interpreter keeps all tensors, and says so.
@@ -241,10 +256,17 @@ def convert_float(module: nn.Module, inputs: tuple[Tensor, ...]) -> bytes:
     if cached is not None:
         return cached
     import litert_torch
+    import torch
 
+    module.eval()
+    with torch.no_grad():
+        # One eager call first: a module that computes constants on its first call and
+        # caches them (MobileDiT's float64 sin-cos position table) would otherwise have
+        # that computation traced into the graph, and LiteRT has no float64 ops.
+        module(*inputs)
     try:
         with _quiet():
-            model = bytes(litert_torch.convert(module.eval(), inputs).model_content())
+            model = bytes(litert_torch.convert(module, inputs).model_content())
     except Exception as e:
         raise ConversionError(
             f"litert_torch could not convert {type(module).__name__}: {type(e).__name__}: {e}"
@@ -260,11 +282,11 @@ def _recipe(ops: Mapping[str, LayerOp], kernels: Mapping[str, str]) -> list[dict
 
     rm = recipe_manager.RecipeManager()
     every = qtyping.TFLOperationName.ALL_SUPPORTED
-    for path, k in kernels.items():
+    for path, planned in kernels.items():
         op = ops[path].op_type
-        if k in OP_KERNEL_MAP.get(op, {}):
-            log.info("%s runs as %s: %s has no %s kernel", path, OP_KERNEL_MAP[op][k], op, k)
-            k = OP_KERNEL_MAP[op][k]
+        k = op_kernel(op, planned)
+        if k != planned:
+            log.info("%s runs as %s: %s has no %s kernel", path, k, op, planned)
         rx = "^" + re.escape(ops[path].scope) + "$"
         if k == "int8":
             rm.add_static_config(rx, every, activation_num_bits=8, weight_num_bits=8)
@@ -326,19 +348,49 @@ def _quantize(
     return bytes(result.quantized_model)
 
 
-def _check_quantized(model: bytes, ops: Mapping[str, LayerOp], kernels: Mapping[str, str]) -> None:
-    """Every planned layer's weight tensor must have left float32."""
-    from ai_edge_litert.interpreter import Interpreter
+def operand_types(model: bytes, weights: Iterable[str]) -> dict[str, set[tuple[str, str]]]:
+    """Weight tensor name → {(activation type, weight type)} of the ops reading it, as
+    flatbuffer type names ("INT4" shows as int8 in the interpreter). The activation is the
+    op's other operand of its first two ("" for a one-input op such as DEQUANTIZE)."""
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
 
-    dtypes = {
-        d["name"]: np.dtype(d["dtype"])
-        for d in Interpreter(model_content=model).get_tensor_details()
-    }
-    missed = [p for p in kernels if dtypes.get(ops[p].weight) not in _QUANTIZED]
-    if missed:
+    graph = fb.read_model(model).subgraphs[0]
+    wanted = set(weights)
+    found: dict[str, set[tuple[str, str]]] = {w: set() for w in wanted}
+
+    def type_of(i: int) -> str:
+        return fb.TENSOR_CODE_TO_TYPE[graph.tensors[i].type] if i >= 0 else ""
+
+    for op in graph.operators:
+        first = [int(i) for i in op.inputs[:2]]
+        for j, i in enumerate(first):
+            name = fb.get_tensor_name(graph.tensors[i]) if i >= 0 else ""
+            if name in wanted:
+                other = first[1 - j] if len(first) == 2 else -1
+                found[name].add((type_of(other), type_of(i)))
+    return found
+
+
+def op_kernel(op_type: str, kernel: str) -> str:
+    """The kernel class a layer lowered to `op_type` really runs (see `OP_KERNEL_MAP`)."""
+    return OP_KERNEL_MAP.get(op_type, {}).get(kernel, kernel)
+
+
+def _check_quantized(model: bytes, ops: Mapping[str, LayerOp], kernels: Mapping[str, str]) -> None:
+    """Every planned layer's op must read the activation and weight types of the kernel
+    class it runs: a layer left float, or quantized weight-only where activations were
+    planned int8, fails here rather than being timed as something else."""
+    found = operand_types(model, [ops[p].weight for p in kernels])
+    wrong: dict[str, str] = {}
+    for path, k in kernels.items():
+        want = LAYER_TYPES[op_kernel(ops[path].op_type, k)]
+        got = found[ops[path].weight]
+        if not got or any(want[0] not in ("*", a) or want[1] != w for a, w in got):
+            wrong[path] = f"{k}: read {sorted(got) or 'nothing'}, want {want}"
+    if wrong:
         raise ConversionError(
-            f"ai_edge_quantizer left {missed} unquantized (weights "
-            f"{[ops[p].weight for p in missed]}); the recipe did not select their ops"
+            f"ai_edge_quantizer did not quantize these layers as planned: {wrong}; the "
+            "recipe did not select their ops as intended"
         )
 
 

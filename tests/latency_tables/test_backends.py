@@ -221,9 +221,14 @@ def test_onnxruntime_linears_on_2d_inputs(tmp_path: Path) -> None:
     embed, x = block("embed")
     ops = _ops(to_onnx(embed, x, {"linear_1": "w4", "patch": "w4"}))
     assert ops.count("MatMulNBits") == 1 and ops.count("ConvInteger") == 1
-    assert "MatMulInteger" not in ops and ops.count("MatMul") == 1  # linear_2 stays float
+    # linear_2 stays an untouched float Gemm (quantize_dynamic would split every Gemm)
+    assert "MatMulInteger" not in ops and "MatMul" not in ops and ops.count("Gemm") == 1
     ops = _ops(to_onnx(embed, x, {"linear_2": "w8"}))
-    assert ops.count("MatMulInteger") == 1 and ops.count("MatMul") == 1 and "Conv" in ops
+    assert ops.count("MatMulInteger") == 1 and ops.count("Gemm") == 1 and "Conv" in ops
+    # int8 Gemm stays a QDQ Gemm (→ QGemm) when a w8 pass runs on the same graph
+    mixed = to_onnx(embed, x, {"linear_1": "int8", "patch": "w4", "linear_2": "w8"})
+    assert _weight_source(mixed, "linear_1") == "DequantizeLinear"
+    assert {"QGemm", "ConvInteger"} <= set(_optimized_ops(mixed, tmp_path))
     float_model = to_onnx(embed, x, "fp32")
     nodes = layer_nodes(float_model, ["linear_1", "linear_2"])
     assert len(nodes["linear_1"]) == len(nodes["linear_2"]) == 1
@@ -306,6 +311,18 @@ def test_tflite_int4_falls_back_where_litert_has_none() -> None:
     assert "DEPTHWISE_CONV_2D" in make("tflite").runtime()["op_kernel_map"]
 
 
+def test_tflite_check_tells_kernel_classes_apart() -> None:
+    """Weights that left float are not enough: int8 needs int8 activations, w4 int4 weights."""
+    from latency_tables.backends.tflite import _check_quantized, layer_ops, to_tflite
+
+    module, inputs = block("conv")
+    ops = layer_ops(to_tflite(module, inputs, "fp32"), module, inputs, ["conv1", "conv2"])
+    w8 = to_tflite(module, inputs, "w8")
+    _check_quantized(w8, ops, {"conv1": "w8", "conv2": "w8"})
+    with pytest.raises(ConversionError, match=r"conv1.*int8.*FLOAT32.*INT8.*conv2.*w4"):
+        _check_quantized(w8, ops, {"conv1": "int8", "conv2": "w4"})
+
+
 def test_tflite_measures_quantized_kernels() -> None:
     b = make("tflite")
     assert b.kernel_map["fp16"] == "fp32"  # fp16 weights run as fp32 on this host's XNNPACK
@@ -313,6 +330,137 @@ def test_tflite_measures_quantized_kernels() -> None:
     for plan in ("int8", {"qkv": "w4", "ff.2": "w4a8"}):
         m = b.measure(attn, x, plan)
         assert m.n == RUNS and m.median_ms > 0
+
+
+# --------------------------------------------------------------------------- whole models
+
+# (space, seed): a random sample's spec mixes int8 / w4 / w4a8 / fp16 / fp32 per layer;
+# test_mobile_unet's seed 3 has int8 Gemms (time embedding, time_emb_proj) next to w4 convs.
+WHOLE = [("test_mobile_unet", 3), ("test_mobile_dit", 1)]
+
+
+def _whole_model(space: str, seed: int) -> tuple[nn.Module, tuple[torch.Tensor, ...], Any]:
+    """A standalone model of a random sample (as `measure_end_to_end` builds it) and its spec."""
+    import search_spaces  # noqa: F401  (registers the spaces)
+    from nas import SPACES
+
+    entry = SPACES.get(space)
+    sp = entry.space()
+    spec = sp.freeze(sp.sample(seed))
+    torch.manual_seed(0)
+    module, inputs = entry.family.standalone_model(entry.config, sp, spec.sample_dict, 1)
+    return module, inputs, spec
+
+
+def _plans(module: nn.Module, spec: Any, kernel_map: dict[str, str]) -> list[dict[str, str]]:
+    """The spec's per-layer plan (as `measure_end_to_end` makes it), then every kernel
+    class in turn over the same layers (w8 too, which the test spaces do not sample)."""
+    from latency_tables.kernels import kernel_of
+
+    by_spec = {module.PREFIX + la.path: kernel_map[kernel_of(la.quant)] for la in spec.layers}
+    in_turn = {p: kernel_map[KERNELS[i % len(KERNELS)]] for i, p in enumerate(by_spec)}
+    return [by_spec, in_turn]
+
+
+def _onnx_layer_kernels(
+    module: nn.Module, inputs: tuple[torch.Tensor, ...], model: Any, paths: list[str]
+) -> dict[str, str]:
+    """Module path → kernel class its node runs in `model`: its float node found by module
+    scope, then (by name) a node reading a DequantizeLinear weight (int8), a ConvInteger /
+    MatMulInteger (w8), a MatMulNBits (w4) or the untouched float op (fp32)."""
+    from latency_tables.backends.onnxruntime import export_onnx, layer_nodes
+
+    nodes = layer_nodes(export_onnx(module, inputs), paths)
+    by_name = {n.name: n for n in model.graph.node}
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    inits = {i.name for i in model.graph.initializer}
+    found: dict[str, str] = {}
+    for path in paths:
+        (name,) = nodes[path]
+        if name + "_Q4" in by_name and by_name[name + "_Q4"].op_type == "MatMulNBits":
+            found[path] = "w4"
+        elif name + "_quant" in by_name and by_name[name + "_quant"].op_type in (
+            "ConvInteger",
+            "MatMulInteger",
+        ):
+            found[path] = "w8"
+        elif name in by_name and producers.get(by_name[name].input[1]) == "DequantizeLinear":
+            found[path] = "int8"
+        elif name in by_name and by_name[name].input[1] in inits:
+            found[path] = "fp32"
+        else:
+            found[path] = "?"
+    return found
+
+
+INTEGER_OPS = {
+    "int8": ("QLinearConv", "QLinearMatMul", "QGemm"),
+    "w8": ("ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"),
+    "w4": ("MatMulNBits",),
+}
+
+
+@pytest.mark.parametrize(("space", "seed"), WHOLE)
+def test_onnxruntime_whole_model_mixed_plans(space: str, seed: int, tmp_path: Path) -> None:
+    """Every planned layer of a whole model runs its kernel class (w4 convs as w8, the
+    documented alias), after all passes ran on one graph and after ORT's fusions."""
+    from latency_tables.backends.onnxruntime import (
+        CONV_KERNEL_MAP,
+        export_onnx,
+        layer_nodes,
+        to_onnx,
+    )
+
+    module, inputs, spec = _whole_model(space, seed)
+    b = make("onnxruntime")
+    plans = _plans(module, spec, b.kernel_map)
+    float_model = export_onnx(module, inputs)
+    float_ops = {n.name: n.op_type for n in float_model.graph.node}
+    conv = {
+        p
+        for p, (name,) in layer_nodes(float_model, list(plans[0])).items()
+        if float_ops[name] == "Conv"
+    }
+    for plan in plans:
+        want = {p: CONV_KERNEL_MAP.get(k, k) if p in conv else k for p, k in plan.items()}
+        model = to_onnx(module, inputs, plan)
+        assert _onnx_layer_kernels(module, inputs, model, list(plan)) == want
+        optimized = _optimized_ops(model, tmp_path)
+        for k, ops in INTEGER_OPS.items():  # real integer kernels, one per planned layer
+            assert sum(optimized.count(op) for op in ops) == list(want.values()).count(k), k
+    assert b.measure(module, inputs, plans[0]).n == RUNS
+
+
+@pytest.mark.slow  # LiteRT's converter alone takes ~15 s on the U-Net
+@pytest.mark.parametrize(("space", "seed"), WHOLE)
+def test_tflite_whole_model_mixed_plans(space: str, seed: int) -> None:
+    """Every planned layer's op reads the activation / weight types of its kernel class
+    (int4 → int8 where LiteRT has no int4 op, the documented alias)."""
+    from latency_tables.backends.tflite import OP_KERNEL_MAP, layer_ops, operand_types, to_tflite
+
+    module, inputs, spec = _whole_model(space, seed)
+    b = make("tflite")
+    types = {
+        "fp32": ("FLOAT32", "FLOAT32"),
+        "int8": ("INT8", "INT8"),
+        "w8": ("FLOAT32", "INT8"),
+        "w4a8": ("INT8", "INT4"),
+        "w4": ("FLOAT32", "INT4"),
+    }
+    plans = _plans(module, spec, b.kernel_map)
+    ops = layer_ops(to_tflite(module, inputs, "fp32"), module, inputs, list(plans[0]))
+    for plan in plans:
+        model = to_tflite(module, inputs, plan)
+        got = operand_types(model, [op.weight for op in ops.values()])
+        want = {
+            p: {types[OP_KERNEL_MAP.get(ops[p].op_type, {}).get(k, k)]} for p, k in plan.items()
+        }
+        assert {p: got[ops[p].weight] for p in plan} == want
+        # the interpreter agrees: planned weights are int8 (int4 shows as int8), fp32 float32
+        dtypes = _weight_dtypes(module, inputs, model)
+        assert dtypes == {p: "float32" if k == "fp32" else "int8" for p, k in plan.items()}
+    assert {"DEPTHWISE_CONV_2D"} & {op.op_type for op in ops.values()}  # an aliased op
+    assert b.measure(module, inputs, plans[0]).n == RUNS
 
 
 # --------------------------------------------------------------------------- adb (phone)
