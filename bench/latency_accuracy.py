@@ -60,7 +60,9 @@ def main() -> None:
     s = table.meta["settings"]
     backend = BACKENDS.get(args.backend)(threads=s["threads"], warmup=s["warmup"], runs=s["runs"])
     t0 = time.perf_counter()
-    report = validate(entry, backend, cost, n=args.n, seed=args.seed, batch=table.meta.get("batch", 1))
+    report = validate(
+        entry, backend, cost, n=args.n, seed=args.seed, batch=table.meta.get("batch", 1)
+    )
     e2e_s = time.perf_counter() - t0
     print(
         json.dumps(

@@ -91,8 +91,11 @@ class CostModel:
         out = {w: np.zeros(n) for w in what}
         if "latency_ms" in out and self.table is None:
             raise ConfigError("this CostModel has no latency table; pass one to predict latency")
+        combos: dict[tuple[int, ...], np.ndarray] = {}  # blocks often share dependency labels
         for t, frac, lat in zip(st.blocks, self._frac, self._lat):
-            c = t.combo_index(idx)  # (N,)
+            c = combos.get(t.deps)
+            if c is None:
+                c = combos[t.deps] = t.combo_index(idx)  # (N,)
             for s in range(t.label.shape[1]):
                 lab = t.label[c, s]  # (N,) quant label of this layer slot, -1 if none
                 has = lab >= 0

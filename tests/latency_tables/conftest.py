@@ -22,5 +22,3 @@ def phone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     binary.chmod(0o755)
     serial = load_state(state_dir)["devices"][0]["serial"]
     return SimpleNamespace(state_dir=state_dir, binary=binary, serial=serial)
-
-

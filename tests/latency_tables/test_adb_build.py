@@ -26,7 +26,9 @@ N_KEYS = 5
 
 
 def keys():
-    return [k for k in SpaceStructure(SPACES.get(ENTRY).space()).block_keys() if k.kernel == "fp32"][:N_KEYS]
+    return [
+        k for k in SpaceStructure(SPACES.get(ENTRY).space()).block_keys() if k.kernel == "fp32"
+    ][:N_KEYS]
 
 
 def adb_backend(phone):
@@ -62,7 +64,9 @@ def test_killed_build_resumes_measuring_only_missing_keys(phone, tmp_path):
     before = LatencyTable.load(tables, "pixel8", "adb")
     done = {e.key.id: e.measured_at for e in before.entries()}
     assert 2 <= len(done) < N_KEYS, "the build was killed midway"
-    rep = build_table(SPACES.get(ENTRY), adb_backend(phone), tables, "pixel8", keys=keys(), progress=False)
+    rep = build_table(
+        SPACES.get(ENTRY), adb_backend(phone), tables, "pixel8", keys=keys(), progress=False
+    )
     assert (rep.already, rep.measured, rep.failed) == (len(done), N_KEYS - len(done), 0)
     after = LatencyTable.load(tables, "pixel8", "adb")
     assert len(after) == N_KEYS
@@ -73,21 +77,31 @@ def test_killed_build_resumes_measuring_only_missing_keys(phone, tmp_path):
 def test_device_lost_mid_build_leaves_a_resumable_table(phone, tmp_path):
     update_state(phone.state_dir, disconnect_after_benchmarks=2)
     with pytest.raises(DeviceError, match=r"(?i)device.*(not found|disconnected|cable)"):
-        build_table(SPACES.get(ENTRY), adb_backend(phone), tmp_path, "pixel8", keys=keys(), progress=False)
+        build_table(
+            SPACES.get(ENTRY), adb_backend(phone), tmp_path, "pixel8", keys=keys(), progress=False
+        )
     kept = len(LatencyTable.load(tmp_path, "pixel8", "adb"))
     assert 0 < kept < N_KEYS  # what was measured before the device went away is kept
     update_state(phone.state_dir, disconnect_after_benchmarks=None)  # plugged back in
-    rep = build_table(SPACES.get(ENTRY), adb_backend(phone), tmp_path, "pixel8", keys=keys(), progress=False)
+    rep = build_table(
+        SPACES.get(ENTRY), adb_backend(phone), tmp_path, "pixel8", keys=keys(), progress=False
+    )
     assert (rep.already, rep.measured) == (kept, N_KEYS - kept)
 
 
 def test_a_table_of_another_phone_is_refused(phone, tmp_path):
     from nas import ConfigError
 
-    build_table(SPACES.get(ENTRY), adb_backend(phone), tmp_path, "pixel8", keys=keys()[:1], progress=False)
+    build_table(
+        SPACES.get(ENTRY), adb_backend(phone), tmp_path, "pixel8", keys=keys()[:1], progress=False
+    )
     state = update_state(phone.state_dir)
-    state["devices"][0]["props"]["ro.build.fingerprint"] = "google/husky/husky:15/X/1:user/release-keys"
+    state["devices"][0]["props"]["ro.build.fingerprint"] = (
+        "google/husky/husky:15/X/1:user/release-keys"
+    )
     state["devices"][0]["props"]["ro.product.model"] = "Pixel 8 Pro"
     update_state(phone.state_dir, devices=state["devices"])
     with pytest.raises(ConfigError, match="fingerprint"):
-        build_table(SPACES.get(ENTRY), adb_backend(phone), tmp_path, "pixel8", keys=keys(), progress=False)
+        build_table(
+            SPACES.get(ENTRY), adb_backend(phone), tmp_path, "pixel8", keys=keys(), progress=False
+        )

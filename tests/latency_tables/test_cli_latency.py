@@ -24,7 +24,9 @@ def test_latency_commands(tmp_path, capsys):
     n = int(out.split(":")[1].split("/")[0])
     assert f"{n}/{n} keys" in out
     # another space of the same family needs keys this table lacks
-    assert main(["latency", "coverage", "--space", "mobile_dit", *OPTS, *tables, "--limit", "2"]) == 1
+    assert (
+        main(["latency", "coverage", "--space", "mobile_dit", *OPTS, *tables, "--limit", "2"]) == 1
+    )
     out = capsys.readouterr().out
     assert out.count("missing ") == 2 and "nas latency build --space mobile_dit" in out
     assert main(["latency", "show", *OPTS, *tables]) == 0
@@ -33,7 +35,13 @@ def test_latency_commands(tmp_path, capsys):
     assert main(["latency", "validate", "--space", SPACE, *OPTS, *tables, *SPEED, "--n", "8"]) == 0
     report = json.loads(capsys.readouterr().out)
     for part in ("raw", "calibrated_loo"):
-        assert set(report[part]) == {"mape_pct", "within_5pct", "within_10pct", "kendall_tau", "spearman"}
+        assert set(report[part]) == {
+            "mape_pct",
+            "within_5pct",
+            "within_10pct",
+            "kendall_tau",
+            "spearman",
+        }
         assert report[part]["mape_pct"] >= 0
     files = report["files"]
     assert any(f.endswith(".png") for f in files)
