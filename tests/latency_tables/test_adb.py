@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from stand_in import device, install_stand_in, load_state, save_state, update_state
+from stand_in import device, load_state, save_state, update_state
 
 from latency_tables.adb import (
     AdbClient,
@@ -50,19 +49,6 @@ def tflite_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         warnings.simplefilter("ignore", FutureWarning)
         litert_torch.convert(block, (torch.randn(1, 8, 16, 16),)).export(str(path))
     return path
-
-
-@pytest.fixture
-def phone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
-    bin_dir, state_dir = tmp_path / "bin", tmp_path / "phone"
-    install_stand_in(bin_dir, state_dir)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
-    monkeypatch.delenv("ANDROID_SERIAL", raising=False)
-    binary = tmp_path / "benchmark_model"  # stands for the aarch64 binary; the stand-in runs it
-    binary.write_text("#!/system/bin/sh\n")
-    binary.chmod(0o755)
-    serial = load_state(state_dir)["devices"][0]["serial"]
-    return SimpleNamespace(state_dir=state_dir, binary=binary, serial=serial)
 
 
 def add_second_device(phone: SimpleNamespace) -> None:
