@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
+from layer_positions import positions_by_hooks
 
 from nas import SPACES, ArchSpec, ConfigError, InvalidSampleError, QuantScheme
 from nas.quant import set_quant_enabled
@@ -219,28 +219,6 @@ def test_labels_and_freeze(name):
         assert layers["adaln_single.linear"].out_features == 6 * s["width"]
 
 
-def _positions_by_hooks(model: torch.nn.Module, inputs: dict) -> dict[str, int]:
-    """Output positions each conv / linear runs over (pixels or tokens) in one forward pass."""
-    seen: dict[str, int] = {}
-
-    def hook(path: str):
-        def f(mod, args, out):
-            seen[path] = out.numel() // out.shape[1 if isinstance(mod, nn.Conv2d) else -1]
-
-        return f
-
-    handles = [
-        m.register_forward_hook(hook(p))
-        for p, m in model.named_modules()
-        if isinstance(m, (nn.Conv2d, nn.Linear))
-    ]
-    with torch.no_grad():
-        model(**inputs)
-    for h in handles:
-        h.remove()
-    return seen
-
-
 @pytest.mark.parametrize("which", ["registered", "no_cross"])
 def test_layer_positions_params_and_labels_follow_the_model(which):
     """positions = what the extracted model runs (batch 1); params = its weights; labels."""
@@ -252,7 +230,7 @@ def test_layer_positions_params_and_labels_follow_the_model(which):
         spec = space.freeze(s)
         model = net.extract(s)
         set_quant_enabled(model, False)
-        got = _positions_by_hooks(model, net.example_inputs(batch=1))
+        got = positions_by_hooks(model, net.example_inputs(batch=1))
         assert got == {layer.path: layer.positions for layer in spec.layers}
         weights = {p: m.weight.numel() for p, m in model.named_modules() if p in got}
         assert weights == {layer.path: layer.params for layer in spec.layers}

@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from torch import nn
+from layer_positions import positions_by_hooks
 
 from nas import SPACES, ArchSpec, ConfigError, InvalidSampleError, QuantScheme
 from nas.quant import QuantMixin, set_quant_enabled
@@ -227,28 +227,6 @@ def test_spec_lists_every_block_and_matches_the_extracted_model(net):
         assert net.quant_plan(s) == {layer.path: str(layer.quant) for layer in spec.layers}
 
 
-def _positions_by_hooks(model: torch.nn.Module, inputs: dict) -> dict[str, int]:
-    """Output positions each conv / linear runs over (pixels or tokens) in one forward pass."""
-    seen: dict[str, int] = {}
-
-    def hook(path: str):
-        def f(mod, args, out):
-            seen[path] = out.numel() // out.shape[1 if isinstance(mod, nn.Conv2d) else -1]
-
-        return f
-
-    handles = [
-        m.register_forward_hook(hook(p))
-        for p, m in model.named_modules()
-        if isinstance(m, (nn.Conv2d, nn.Linear))
-    ]
-    with torch.no_grad():
-        model(**inputs)
-    for h in handles:
-        h.remove()
-    return seen
-
-
 def test_layer_positions_and_labels_follow_the_model(net):
     """positions = what the extracted model runs (batch 1); label = the scheme's own label."""
     space, cfg = net.space, net.config
@@ -258,7 +236,7 @@ def test_layer_positions_and_labels_follow_the_model(net):
         spec = space.freeze(s)
         model = net.extract(s)
         set_quant_enabled(model, False)
-        got = _positions_by_hooks(model, _inputs(cfg, batch=1))
+        got = positions_by_hooks(model, _inputs(cfg, batch=1))
         assert got == {layer.path: layer.positions for layer in spec.layers}
         chosen = spec.sample_dict
         for layer in spec.layers:
