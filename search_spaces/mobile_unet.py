@@ -1004,6 +1004,17 @@ class TimestepEmbedding(nn.Module):
         return self.linear_2(self.act(self.linear_1(x)))
 
 
+def _attentions(
+    n: int, width: int, heads: int, dim_head: int, depth: int, cross_dim: int, groups: int
+) -> nn.ModuleList | None:
+    """One Transformer2DModel per resnet of a stage, or none where the stage has no attention."""
+    if depth == 0:
+        return None
+    return nn.ModuleList(
+        [Transformer2DModel(width, heads, dim_head, depth, cross_dim, groups) for _ in range(n)]
+    )
+
+
 class DownBlock(nn.Module):
     """CrossAttnDownBlock2D (`attentions` present) or DownBlock2D; elastic depth keeps a prefix."""
 
@@ -1030,15 +1041,8 @@ class DownBlock(nn.Module):
                 for j, c in enumerate(inner)
             ]
         )
-        self.attentions = (
-            nn.ModuleList(
-                [
-                    Transformer2DModel(out_ch, heads, dim_head, attn_depth, cross_dim, groups)
-                    for _ in inner
-                ]
-            )
-            if attn_depth > 0
-            else None
+        self.attentions = _attentions(
+            len(inner), out_ch, heads, dim_head, attn_depth, cross_dim, groups
         )
         self.downsamplers = nn.ModuleList([Downsample2D(out_ch)]) if add_downsample else None
         self.active_depth: int | None = None
@@ -1098,15 +1102,8 @@ class UpBlock(nn.Module):
                 for j, c in enumerate(inner)
             ]
         )
-        self.attentions = (
-            nn.ModuleList(
-                [
-                    Transformer2DModel(out_ch, heads, dim_head, attn_depth, cross_dim, groups)
-                    for _ in inner
-                ]
-            )
-            if attn_depth > 0
-            else None
+        self.attentions = _attentions(
+            len(inner), out_ch, heads, dim_head, attn_depth, cross_dim, groups
         )
         self.upsamplers = nn.ModuleList([Upsample2D(out_ch)]) if add_upsample else None
         self.active_depth: int | None = None
