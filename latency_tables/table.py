@@ -23,7 +23,7 @@ from typing import Any
 from latency_tables.keys import BlockKey
 from latency_tables.measurement import Measurement
 from nas.errors import ConfigError, MissingLatencyEntryError
-from nas.io import read_json, write_json
+from nas.io import atomic_write_text, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +112,6 @@ class LatencyTable:
             **meta,
         }
         csv_path.parent.mkdir(parents=True, exist_ok=True)
-        from nas.io import atomic_write_text
-
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerow(COLUMNS)
         atomic_write_text(csv_path, buf.getvalue())
