@@ -25,6 +25,9 @@ from latency_tables.keys import BlockKey
 from latency_tables.structure import KERNEL_INDEX, SpaceStructure
 from latency_tables.table import LatencyTable
 from nas.errors import ConfigError, MissingLatencyEntryError
+
+# one implementation for the cost model and the PaS masks (nas never imports latency_tables)
+from nas.policies.pas import soft_probs as soft_choice  # noqa: F401  (re-exported)
 from nas.space import SearchSpace
 from nas.spec import ArchSpec
 
@@ -179,15 +182,3 @@ class CostModel:
             f = torch.as_tensor(frac, dtype=dtype, device=dev)
             total = total + (pc * (f * per_slot).sum(1)).sum()
         return total
-
-
-def soft_choice(options: Sequence[float], value: torch.Tensor) -> torch.Tensor:
-    """A continuous value as probabilities over numeric options: linear interpolation
-    between the two options around it (a soft channel count between measured widths)."""
-    opts = torch.as_tensor([float(o) for o in options], dtype=value.dtype, device=value.device)
-    v = value.clamp(opts.min(), opts.max())
-    hi = torch.searchsorted(opts, v.detach().reshape(1)).clamp(1, len(opts) - 1)[0]
-    lo = hi - 1
-    w = (v - opts[lo]) / (opts[hi] - opts[lo])
-    p = torch.zeros(len(opts), dtype=value.dtype, device=value.device)
-    return p.index_put((lo,), 1 - w).index_put((hi,), w, accumulate=True)

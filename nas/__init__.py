@@ -25,6 +25,18 @@ from nas.supernet import SPACES, Supernet, get_space, register_space
 
 __version__ = "0.1.0"
 
+# Loaded on first use (pandas / matplotlib stay out of `import nas`).
+_LAZY = {"load_run": "nas.trials", "pareto_front": "nas.pareto", "hypervolume": "nas.pareto"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'nas' has no attribute {name!r}")
+
+
 __all__ = [
     "SPACES",
     "ArchSpec",
@@ -45,6 +57,9 @@ __all__ = [
     "Supernet",
     "export",
     "get_space",
+    "hypervolume",
     "load_exported",
+    "load_run",
+    "pareto_front",
     "register_space",
 ]

@@ -2,6 +2,8 @@
 
 nas spaces                 list the registered search spaces
 nas space NAME [--json]    labels, options, size and the min / max architectures
+nas search EXPERIMENT      the main job (see nas/cli_search.py); nas export, nas train
+nas latency ...            latency tables (see nas/cli_latency.py)
 """
 
 from __future__ import annotations
@@ -90,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     from nas.cli_latency import add_latency_parser
 
     add_latency_parser(sub)
+    from nas.cli_search import add_search_parsers
+
+    add_search_parsers(sub)
     return ap
 
 

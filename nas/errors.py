@@ -31,3 +31,7 @@ class RegistryError(MqnasError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class InfeasibleBudgetError(MqnasError, ValueError):
+    """No architecture of the space (or none a strategy can find) meets the cost budgets."""

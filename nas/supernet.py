@@ -128,8 +128,13 @@ class Supernet(nn.Module, ABC):
 
     # -- parameters ---------------------------------------------------------------------
     def arch_parameters(self) -> list[nn.Parameter]:
-        """Architecture parameters of a differentiable policy (none for single-path)."""
-        return []
+        """Architecture parameters of the attached differentiable policy (none for single-path).
+
+        A policy (`nas.policies.DifferentiablePolicy`) attaches itself as the plain attribute
+        `policy` (not a submodule: its parameters stay out of `parameters()` and the state dict).
+        """
+        policy = self.__dict__.get("policy")
+        return [] if policy is None else list(policy.arch_parameters())
 
     def weight_parameters(self) -> list[nn.Parameter]:
         arch = {id(p) for p in self.arch_parameters()}

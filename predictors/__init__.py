@@ -1,1 +1,41 @@
-"""Accuracy / ranking predictors over encoded architectures."""
+"""Accuracy / ranking predictors over encoded architectures.
+
+    enc = SpaceEncoder(space, cost_model=CostModel(space, None), cost_features=("params", "macs"))
+    X = enc.fit_transform(samples)                        # (N, F) float32
+    pred = make_predictor("lambdarank", seed=0).fit(X, losses, weak=(X_pool, W_pool))
+    best_first = pred.rank(enc.transform(candidates))
+
+Labels are lower-is-better (losses, latency) unless ``higher_is_better=True``.
+`PREDICTORS` lists the registered predictors: lambdarank, gbdt, rf, mlp, params, macs.
+"""
+
+from predictors import baselines, lambdarank  # noqa: F401  (register the predictors)
+from predictors.base import PREDICTORS, NotFittedError, Predictor, make_predictor
+from predictors.baselines import CostRanker, SklearnPredictor
+from predictors.encoders import SpaceEncoder
+from predictors.lambdarank import LambdaRankPredictor, lambdarank_loss, lambdas
+from predictors.metrics import (
+    best_true_of_top_k,
+    kendall_tau,
+    ndcg_at_k,
+    precision_at_k,
+    spearman,
+)
+
+__all__ = [
+    "PREDICTORS",
+    "CostRanker",
+    "LambdaRankPredictor",
+    "NotFittedError",
+    "Predictor",
+    "SklearnPredictor",
+    "SpaceEncoder",
+    "best_true_of_top_k",
+    "kendall_tau",
+    "lambdarank_loss",
+    "lambdas",
+    "make_predictor",
+    "ndcg_at_k",
+    "precision_at_k",
+    "spearman",
+]

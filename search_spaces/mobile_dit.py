@@ -1023,6 +1023,15 @@ class MobileDiTSupernet(_DiTTrunk, Supernet):
     def _reset_depth(self) -> None:
         self.active_depth = None
 
+    def depth_units(self) -> list[tuple[str, str, int]]:
+        """(module path, depth label, v): block i runs only when ``sample["depth"] >= i + 1``.
+
+        The hook of differentiable depth (`nas.policies.depth`), which gates these blocks'
+        residual contributions.
+        """
+        lo = self.cfg.depths[0]
+        return [(f"transformer_blocks.{i}", "depth", i + 1) for i in range(lo, self.cfg.max_depth)]
+
     def sliced_state(self) -> dict[str, Tensor]:
         """The final (2, w) scale-shift table of the active width."""
         w = self._active["width"] if self._active else self.cfg.max_width

@@ -1797,6 +1797,35 @@ class MobileUNetSupernet(Supernet):
             parts[3] = str(lay.D[s])
         return ".".join(parts)
 
+    def depth_units(self) -> list[tuple[str, str, int]]:
+        """(module path, depth label, v): the module runs only when ``sample[label] >= v``.
+
+        The hook of differentiable depth (`nas.policies.depth`), which gates these modules'
+        residual contributions. ``stage.{s}.depth``: ResNet j (and its transformer) of the down
+        stage and of up block u, for j >= the smallest depth option (up block u always runs its
+        last ResNet). ``stage.{s}.attn``: each Transformer2DModel of the stage as a whole (v = 1)
+        and its transformer block k >= 1 (v = k + 1).
+        """
+        cfg, lay = self.config, _layout(self.config)
+        units: list[tuple[str, str, int]] = []
+        for s in range(lay.n):
+            u = lay.n - 1 - s
+            blocks = (f"down_blocks.{s}", f"up_blocks.{u}")
+            for j in range(cfg.depth_options[s][0], lay.D[s]):
+                for blk in blocks:
+                    units.append((f"{blk}.resnets.{j}", f"stage.{s}.depth", j + 1))
+                    if lay.A[s] > 0:
+                        units.append((f"{blk}.attentions.{j}", f"stage.{s}.depth", j + 1))
+            if lay.A[s] == 0:
+                continue
+            for blk, count in zip(blocks, (lay.D[s], lay.D[s] + 1)):
+                for j in range(count):
+                    for k in range(cfg.attn_depth_options[s][0], lay.A[s]):
+                        path = f"{blk}.attentions.{j}"
+                        path += f".transformer_blocks.{k}" if k > 0 else ""
+                        units.append((path, f"stage.{s}.attn", k + 1))
+        return units
+
     def standalone_config(self, sample: Sample) -> dict[str, Any]:
         return standalone_config(self.config, self.space, sample)
 

@@ -9,6 +9,7 @@ the supernet did.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import cache
 
 import torch
 import torch.nn.functional as F
@@ -26,10 +27,18 @@ class QuantMixin:
     Learned parameters exist for every learned method among the layer's
     candidate schemes: ``wq_<method>`` with one entry per (max) output channel
     and ``aq_<method>`` with one entry for the input activation.
+
+    Mixing mode (DQSS, `nas.policies.dqss`): when `quant_mix` holds probabilities
+    p (K,) over `quant_candidates`, the layer runs the mixed weight
+    W̃ = Σ_k p_k Q^w_k(W) and, if `quant_mix_acts`, the mixed input
+    x̃ = Σ_k p_k Q^a_k(x) (float input otherwise) instead of its active scheme, so
+    the caller still does ONE convolution / linear over (x̃, W̃).
     """
 
     quant: QuantScheme | None
     quant_enabled: bool
+    quant_mix: Tensor | None = None
+    quant_mix_acts: bool = True
 
     def init_quant(self, schemes: Iterable[QuantScheme | str], out_features: int) -> None:
         schemes = [QuantScheme.parse(s) for s in schemes]
@@ -68,16 +77,64 @@ class QuantMixin:
         return self.quant if self.quant_enabled else None
 
     def qweight(self, w: Tensor) -> Tensor:
+        if self.quant_mix is not None and self.quant_enabled:
+            return self.mix_weight(w, self.quant_mix)
         scheme = self.active_scheme()
         if scheme is None:
             return w
         return fake_quant_weight(w, scheme, self._learned("wq", scheme, w.shape[0]))
 
     def qinput(self, x: Tensor) -> Tensor:
+        if self.quant_mix is not None and self.quant_enabled:
+            return self.mix_input(x, self.quant_mix) if self.quant_mix_acts else x
         scheme = self.active_scheme()
         if scheme is None:
             return x
         return fake_quant_act(x, scheme, self._learned("aq", scheme))
+
+    def mix_weight(self, w: Tensor, probs: Tensor) -> Tensor:
+        """W̃ = Σ_k p_k Q^w_k(W); schemes with the same weight quantizer are computed once."""
+        out: Tensor | None = None
+        for scheme, idx in _mix_groups(self.quant_candidates, "w"):
+            q = fake_quant_weight(w, scheme, self._learned("wq", scheme, w.shape[0]))
+            term = _mass(probs, idx) * q
+            out = term if out is None else out + term
+        return w if out is None else out
+
+    def mix_input(self, x: Tensor, probs: Tensor) -> Tensor:
+        """x̃ = Σ_k p_k Q^a_k(x); schemes with the same activation quantizer are computed once."""
+        out: Tensor | None = None
+        for scheme, idx in _mix_groups(self.quant_candidates, "a"):
+            q = fake_quant_act(x, scheme, self._learned("aq", scheme))
+            term = _mass(probs, idx) * q
+            out = term if out is None else out + term
+        return x if out is None else out
+
+
+def _mass(probs: Tensor, idx: list[int]) -> Tensor:
+    """Probability mass () of the candidates `idx` (one quantizer shared by several schemes)."""
+    return probs[idx[0]] if len(idx) == 1 else probs[idx].sum()
+
+
+@cache
+def _mix_groups(
+    candidates: tuple[QuantScheme, ...], side: str
+) -> tuple[tuple[QuantScheme, list[int]], ...]:
+    """Candidates grouped by the quantizer they apply to weights (side "w") or inputs ("a").
+
+    E.g. w4a8:lsq and w8a8:lsq share the 8-bit LSQ input quantizer; fp16 and w4a16:minmax
+    share the fp16 input round trip. Returns (representative scheme, candidate indices).
+    """
+    groups: dict[tuple, list[int]] = {}
+    reps: dict[tuple, QuantScheme] = {}
+    for i, s in enumerate(candidates):
+        if side == "w":
+            key = (s.w_bits, s.method, s.granularity) if s.quantizes_weights else (s.w_bits,)
+        else:
+            key = (s.a_bits, s.method) if s.quantizes_acts else (s.a_bits,)
+        groups.setdefault(key, []).append(i)
+        reps.setdefault(key, s)
+    return tuple((reps[k], idx) for k, idx in groups.items())
 
 
 QuantArg = QuantScheme | str | Sequence[QuantScheme | str] | None

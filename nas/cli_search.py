@@ -1,0 +1,217 @@
+"""`nas search`, `nas export`, `nas train`: the main job and the hand-off to training.
+
+nas search EXPERIMENT.yaml [--dry-run] [--ray-address HOST:PORT]
+nas search --resume RUN
+nas export RUN --trial ID [--out DIR]
+nas train EXPORT_DIR [--steps N] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from nas.errors import ConfigError
+
+log = logging.getLogger("nas")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from nas.config import load_config
+    from nas.pipeline import run_search
+    from nas.runs import RunDir
+
+    if args.resume:
+        run = RunDir.open(args.resume)
+        cfg = run.config()
+    elif args.experiment:
+        cfg, run = load_config(args.experiment), None
+    else:
+        raise ConfigError("nas search needs an experiment YAML, or --resume RUN")
+    if args.dry_run:
+        return dry_run(cfg)
+    result = run_search(cfg, run=run, ray_address=args.ray_address, progress=not args.quiet)
+    out = sys.stdout
+    out.write(f"\nrun: {result.run.path}  ({result.trials} trials, {result.seconds:.0f} s)\n")
+    c = result.chosen
+    if c is None:
+        out.write("no trial completed\n")
+        return 1
+    rows = [
+        ("trial", c["trial"]),
+        ("arch", c["arch"]),
+        ("val_loss", _f(c["val_loss"], ".4f")),
+        ("latency predicted (ms)", _f(c["predicted_latency_ms"], ".3f")),
+        ("latency measured (ms)", _f(c["measured_latency_ms"], ".3f")),
+        ("params", _f(c["params"], ",.0f")),
+        ("bytes", _f(c["bytes"], ",.0f")),
+        ("export", c["export"]),
+        ("continue training", c["train_command"]),
+    ]
+    for k, v in rows:
+        out.write(f"  {k:24s} {v}\n")
+    out.write(f"report: {result.run.report}\n")
+    return 0
+
+
+def _f(v: Any, spec: str) -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def dry_run(cfg) -> int:
+    """Validate everything that can be checked without weights or training, and estimate."""
+    import numpy as np
+
+    from latency_tables.cost import CostModel
+    from latency_tables.structure import SpaceStructure
+    from latency_tables.table import LatencyTable, table_paths
+    from nas.pipeline import space_entry, table_location
+
+    entry = space_entry(cfg)
+    space = entry.space()
+    structure = SpaceStructure(space)
+    keys = structure.block_keys()
+    root, device = table_location(cfg)
+    csv_path, _ = table_paths(root, device, cfg.latency.backend)
+    have = 0
+    if csv_path.exists():
+        have = len(keys) - len(LatencyTable.load(root, device, cfg.latency.backend).missing(keys))
+    for what, path in (
+        ("supernet.teacher", cfg.supernet.teacher),
+        ("task.path", cfg.task.path),
+        ("task.vae", cfg.task.vae),
+    ):
+        if path and not Path(path).exists():
+            log.warning("%s: %s does not exist yet (needed for a real run)", what, path)
+    cost = CostModel(space, None, structure=structure)
+    macs = cost.costs([space.max(), *space.sample_many(256, rng=cfg.seed)], ("macs",))["macs"]
+    s, f = cfg.supernet, cfg.search.finetune
+    # forward + backward ≈ 3 forward passes; 2 FLOPs per MAC
+    sandwich = s.steps * s.batch_size * 3 * 2 * (macs[0] + macs[1:].mean() * (1 + s.n_random))
+    trials = cfg.search.num_trials * f.steps * f.batch_size * 3 * 2 * macs[1:].mean()
+    if cfg.search.evaluator == "supernet":
+        trials = 0.0
+    out = sys.stdout
+    out.write(f"experiment {cfg.name}: space {cfg.space} ({len(space)} labels)\n")
+    out.write(f"  space size          {float(space.size):.3g} architectures\n")
+    out.write(f"  latency keys        {len(keys)} ({len({k.kind for k in keys})} block kinds)\n")
+    out.write(
+        f"  table coverage      {have}/{len(keys)} keys in {csv_path}"
+        + (
+            ""
+            if have == len(keys)
+            else f"\n  measure with        nas latency build --space {cfg.space} "
+            f"--backend {cfg.latency.backend} --device {device}"
+        )
+        + "\n"
+    )
+    out.write(f"  MACs per sample     max {macs[0]:.3g}, random mean {np.mean(macs[1:]):.3g}\n")
+    total = sandwich + trials
+    out.write(
+        f"  estimated compute   supernet {sandwich / 1e15:.3g} PFLOP + trials "
+        f"{trials / 1e15:.3g} PFLOP = {total / 1e15:.3g} PFLOP "
+        f"(≈ {total / 1e14 / 3600:.3g} h at 100 TFLOP/s sustained)\n"
+    )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from safetensors.torch import load_file
+
+    from nas.export import export
+    from nas.pipeline import space_entry
+    from nas.report import export_context
+    from nas.runs import RunDir
+    from nas.trials import TrialStore
+
+    run = RunDir.open(args.run)
+    cfg = run.config()
+    trials = {t.id: t for t in TrialStore(run.path).trials()}
+    if args.trial not in trials:
+        some = ", ".join(list(trials)[:5]) or "(none)"
+        raise ConfigError(f"run {run.path} has no trial {args.trial!r}; trials: {some} …")
+    trial = trials[args.trial]
+    if not run.supernet_weights.is_file():
+        raise ConfigError(f"run {run.path} has no trained supernet yet; resume it first")
+    net = space_entry(cfg).supernet(device=cfg.device)
+    net.load_state_dict(load_file(run.supernet_weights, device=str(cfg.device)))
+    out = Path(args.out) if args.out else run.export_dir / trial.id
+    metrics = {**trial.metrics, **trial.cost, **export_context(cfg, net)}
+    export(net, trial.sample, out, metrics=metrics)
+    sys.stdout.write(f"{out}\n")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import search_spaces  # noqa: F401  (export allowlist resolves their classes)
+    from nas.config import parse_config
+    from nas.export import load_exported
+    from nas.io import write_json
+    from nas.pipeline import build_task_for_io
+    from nas.tasks.base import DenoiserIO
+    from nas.training.finetune import finetune
+
+    ex = load_exported(args.export)
+    meta = ex.metrics
+    if "experiment" not in meta or "io" not in meta:
+        raise ConfigError(
+            f"{args.export}/arch.json records no experiment; export it with `nas export RUN "
+            "--trial ID` (or from a `nas search` run) so `nas train` knows its task"
+        )
+    cfg = parse_config(meta["experiment"], f"{args.export}/arch.json")
+    device = args.device or cfg.device
+    model = ex.model.to(device)
+    task = build_task_for_io(cfg, DenoiserIO(**meta["io"]), device)
+    before = task.validate(model)["val_loss"]
+    hist = finetune(
+        model,
+        task,
+        steps=args.steps,
+        batch_size=args.batch_size or cfg.task.batch_size,
+        lr=args.lr,
+        seed=cfg.seed,
+        device=device,
+        progress=True,
+    )
+    after = task.validate(model)["val_loss"]
+    out = Path(args.out) if args.out else Path(args.export) / "trained"
+    model.save_pretrained(out, safe_serialization=True)
+    for name in ("arch.json", "quant_plan.json"):
+        src = Path(args.export) / name
+        (out / name).write_text(src.read_text())
+    write_json(
+        out / "train_history.json",
+        {"val_loss_before": before, "val_loss_after": after, "history": hist},
+    )
+    sys.stdout.write(
+        f"trained {args.steps} steps: val_loss {before:.4f} → {after:.4f}; saved to {out}\n"
+    )
+    return 0
+
+
+def add_search_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="run an experiment (Ray Tune or one-shot)")
+    p.add_argument(
+        "experiment", nargs="?", help="experiment YAML, e.g. experiments/unet_digits.yaml"
+    )
+    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run directory")
+    p.add_argument("--dry-run", action="store_true", help="validate and estimate; run nothing")
+    p.add_argument("--ray-address", default=None, help="join a Ray cluster (host:port)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_search)
+    p = sub.add_parser("export", help="export a trial of a run as a diffusers model directory")
+    p.add_argument("run")
+    p.add_argument("--trial", required=True)
+    p.add_argument("--out", default=None, help="default: RUN/export/TRIAL")
+    p.set_defaults(func=cmd_export)
+    p = sub.add_parser("train", help="continue training an exported architecture (QAT)")
+    p.add_argument("export")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", default=None, help="default: EXPORT/trained")
+    p.set_defaults(func=cmd_train)

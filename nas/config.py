@@ -1,0 +1,281 @@
+"""Experiment configs: the YAML a user writes, validated into frozen objects.
+
+pydantic parses at the boundary only (unknown keys are errors); every error
+becomes one `ConfigError` line that names the key, what was given and what is
+allowed. `schema_reference()` renders the same schema as the README's config
+reference, so the docs cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from nas.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DistillConfig(_Section):
+    """Distillation from a teacher (SnapFusion / BK-SDM style output and feature losses)."""
+
+    teacher: str = Field(
+        "supernet_max",
+        description="'supernet_max' (the supernet's largest subnet) or a diffusers model directory",
+    )
+    out_weight: float = Field(1.0, ge=0, description="weight of the output-level loss")
+    feat_weight: float = Field(0.0, ge=0, description="weight of the feature-level loss")
+
+
+class TaskConfig(_Section):
+    """The proxy task that scores architectures."""
+
+    kind: Literal["digits", "image_folder"] = Field(
+        "digits", description="digits (scikit-learn's, no download) or image_folder"
+    )
+    path: str | None = Field(None, description="image_folder: directory of images")
+    captions: str | None = Field(
+        None, description="image_folder: safetensors file of caption embeddings"
+    )
+    vae: str | None = Field(
+        None, description="image_folder: local diffusers AutoencoderKL directory (latent space)"
+    )
+    batch_size: int = Field(32, ge=1, description="training batch size")
+    val_timesteps: int = Field(8, ge=1, description="fixed timesteps of the validation loss")
+    val_images: int | None = Field(
+        None, ge=1, description="validation images used (all held-out ones if null)"
+    )
+    distill: DistillConfig | None = Field(None, description="distil from a teacher")
+
+    @model_validator(mode="after")
+    def _paths(self) -> TaskConfig:
+        if self.kind == "image_folder" and not self.path:
+            raise ValueError("task.path is required when task.kind is image_folder")
+        return self
+
+
+class LatencyConfig(_Section):
+    """Which latency table prices the architectures."""
+
+    backend: str = Field("onnxruntime", description="torch, onnxruntime, tflite or adb")
+    device: str | None = Field(
+        None, description="table name of the device (default: this host, e.g. cpu-x86_64)"
+    )
+    root: str | None = Field(None, description="tables directory (default: the shipped tables)")
+    measure_missing: bool = Field(
+        True, description="measure keys the table lacks before searching (host backends only)"
+    )
+    threads: int = Field(1, ge=1, description="threads of a measurement (a new table only)")
+    warmup: int = Field(10, ge=0, description="warm-up runs per key (a new table only)")
+    runs: int = Field(50, ge=1, description="timed runs per key (a new table only)")
+    serial: str | None = Field(None, description="adb: the device's serial")
+
+
+class SupernetConfig(_Section):
+    """Supernet training (sandwich rule, in-place distillation, fake-quant on)."""
+
+    steps: int = Field(200, ge=0, description="training steps (0: use the weights as they are)")
+    batch_size: int = Field(32, ge=1)
+    n_random: int = Field(2, ge=0, description="random subnets per step besides max and min")
+    lr: float = Field(1e-3, gt=0)
+    checkpoint_every: int = Field(50, ge=1)
+    teacher: str | None = Field(
+        None, description="diffusers model directory whose weights initialise the supernet"
+    )
+
+
+class FinetuneConfig(_Section):
+    steps: int = Field(40, ge=1, description="fine-tuning steps of each strongly evaluated arch")
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+
+
+class OneShotConfig(_Section):
+    """Differentiable search (DQSS quant strategies, PaS widths, depth gates)."""
+
+    target_ms: float = Field(..., gt=0, description="latency target of the found arch (ms)")
+    lam: float = Field(1.0, ge=0, description="weight of the latency penalty")
+    steps: int = Field(100, ge=1)
+    warmup_steps: int = Field(20, ge=0, description="steps with architecture logits frozen")
+    lr_arch: float = Field(5e-2, gt=0)
+    policies: list[Literal["dqss", "pas", "depth"]] = Field(
+        default_factory=lambda: ["dqss", "pas", "depth"]
+    )
+
+
+class SearchConfig(_Section):
+    """What is searched and how."""
+
+    kind: Literal["sample", "oneshot"] = Field(
+        "sample", description="sample: ask/tell strategy through Ray Tune; oneshot: DQSS + PaS"
+    )
+    strategy: str = Field(
+        "predictor", description="predictor, random, evolution, nsga2 or tpe (kind: sample)"
+    )
+    strategy_options: dict[str, Any] = Field(
+        default_factory=dict, description="keyword options of the strategy"
+    )
+    objectives: dict[str, Literal["min", "max"]] = Field(
+        default_factory=lambda: {"val_loss": "min", "latency_ms": "min"},
+        description="metric or cost name → min or max",
+    )
+    num_trials: int = Field(16, ge=1, description="strongly evaluated architectures")
+    evaluator: Literal["supernet", "finetune"] = Field(
+        "finetune", description="supernet (inherited weights) or finetune (extract, train, score)"
+    )
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    oneshot: OneShotConfig | None = None
+
+    @model_validator(mode="after")
+    def _oneshot(self) -> SearchConfig:
+        if self.kind == "oneshot" and self.oneshot is None:
+            raise ValueError(
+                "search.oneshot (with target_ms) is required when search.kind is oneshot"
+            )
+        return self
+
+
+class RayConfig(_Section):
+    """Where trials run: local Ray by default, `address` joins a cluster."""
+
+    address: str | None = Field(None, description="ray cluster address (host:port); null = local")
+    num_cpus: int = Field(2, ge=1, description="CPUs of the local Ray instance")
+    cpus_per_trial: float = Field(1, gt=0)
+    gpus_per_trial: float = Field(0, ge=0)
+    max_concurrent: int = Field(2, ge=1, description="trials running at once")
+    object_store_mb: int = Field(256, ge=64, description="object store of the local Ray (MB)")
+    asha: bool = Field(False, description="ASHA early stopping (finetune evaluator)")
+
+
+class ExportConfig(_Section):
+    top_k: int = Field(1, ge=1, description="architectures of the front to export")
+    measure: bool = Field(True, description="measure the chosen arch end to end")
+
+
+class ExperimentConfig(_Section):
+    """An experiment: `nas search <this file>`."""
+
+    name: str = Field(..., description="experiment name (the run directory's parent)")
+    space: str = Field(..., description="registered search space, e.g. mobile_unet")
+    device: str = Field("cpu", description="torch device of training and evaluation")
+    seed: int = 0
+    runs_dir: str = Field("runs", description="where run directories are created")
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    latency: LatencyConfig = Field(default_factory=LatencyConfig)
+    budgets: dict[Literal["latency_ms", "params", "macs", "bytes"], float] = Field(
+        default_factory=dict, description="upper bounds on predicted costs"
+    )
+    supernet: SupernetConfig = Field(default_factory=SupernetConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc if p != "[key]") or "(top level)"
+
+
+def _allowed(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed at `loc`'s parent (for unknown-key messages)."""
+    cur: Any = model
+    for part in loc[:-1]:
+        field = getattr(cur, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        cur = next(
+            (
+                a
+                for a in getattr(ann, "__args__", (ann,))
+                if isinstance(a, type) and issubclass(a, BaseModel)
+            ),
+            None,
+        )
+        if cur is None:
+            return []
+    return sorted(getattr(cur, "model_fields", {}))
+
+
+def parse_config(doc: Any, source: str = "<config>") -> ExperimentConfig:
+    """Validate a parsed YAML document; the first problem becomes one `ConfigError` line."""
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{source}: an experiment is a mapping of keys, got {type(doc).__name__}")
+    try:
+        return ExperimentConfig.model_validate(doc)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = _where(err["loc"])
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed(ExperimentConfig, err["loc"])
+            raise ConfigError(
+                f"{source}: unknown key {key!r}; allowed here: {', '.join(allowed)}"
+            ) from None
+        if err["type"] == "missing":
+            raise ConfigError(f"{source}: key {key!r} is required") from None
+        msg = err["msg"].removeprefix("Value error, ")
+        given = err.get("input")
+        given_s = "" if isinstance(given, dict) else f" (given: {given!r})"
+        raise ConfigError(f"{source}: key {key!r}: {msg}{given_s}") from None
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate an experiment YAML."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"experiment file {p} does not exist; see experiments/ for examples")
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {str(e).splitlines()[0]}") from None
+    return parse_config(doc, str(p))
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    """The resolved config as YAML (every default written out)."""
+    import yaml
+
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def _type_name(ann: Any) -> str:
+    """A readable type for the reference table (no `|`: it would split a Markdown cell)."""
+    args = getattr(ann, "__args__", None)
+    if getattr(ann, "__origin__", None) is Literal:
+        return " or ".join(repr(a) for a in args)
+    if args and type(ann).__name__ == "UnionType":
+        return " or ".join(_type_name(a) for a in args)
+    if args:
+        return f"{ann.__origin__.__name__}[{', '.join(_type_name(a) for a in args)}]"
+    return "null" if ann is type(None) else getattr(ann, "__name__", str(ann))
+
+
+def schema_reference() -> str:
+    """A Markdown reference of every key, its type, default and description."""
+    lines = ["| key | type | default | description |", "|---|---|---|---|"]
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, f in model.model_fields.items():
+            ann = f.annotation
+            subs = [
+                a
+                for a in getattr(ann, "__args__", (ann,))
+                if isinstance(a, type) and issubclass(a, BaseModel)
+            ]
+            key = f"{prefix}{name}"
+            if subs:
+                walk(subs[0], key + ".")
+                continue
+            tname = _type_name(ann)
+            default = (
+                "required" if f.is_required() else repr(f.get_default(call_default_factory=True))
+            )
+            lines.append(f"| `{key}` | {tname} | {default} | {f.description or ''} |")
+
+    walk(ExperimentConfig, "")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,79 @@
+"""The run directory of `nas search`: where everything a run writes lives.
+
+``runs/<experiment>/<timestamp>/``: ``config.yaml`` (resolved), ``trials.jsonl``,
+``trials.parquet``, ``supernet.safetensors``, ``checkpoints/``, ``pareto.png``,
+``report.md``, ``summary.json``, ``export/<trial>/``; ``ray/`` holds Ray Tune's own
+experiment state (Ray's internal files, used by ``--resume``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from nas.config import ExperimentConfig, dump_config, load_config
+from nas.errors import ConfigError
+from nas.io import atomic_write_text
+
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def supernet_weights(self) -> Path:
+        return self.path / "supernet.safetensors"
+
+    @property
+    def export_dir(self) -> Path:
+        return self.path / "export"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.md"
+
+    @property
+    def summary(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def pareto_png(self) -> Path:
+        return self.path / "pareto.png"
+
+    def config(self) -> ExperimentConfig:
+        return load_config(self.config_file)
+
+    @classmethod
+    def create(cls, cfg: ExperimentConfig, root: str | Path | None = None) -> RunDir:
+        """A new run directory under ``<runs_dir>/<name>/`` with the resolved config."""
+        base = Path(root or cfg.runs_dir) / cfg.name
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path, i = base / stamp, 1
+        while path.exists():  # two runs in one second
+            path, i = base / f"{stamp}-{i}", i + 1
+        path.mkdir(parents=True)
+        run = cls(path)
+        atomic_write_text(run.config_file, dump_config(cfg))
+        return run
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunDir:
+        """An existing run directory (``--resume``, ``nas export``)."""
+        p = Path(path)
+        if not (p / CONFIG_FILE).is_file():
+            raise ConfigError(
+                f"{p} is not a run directory (no {CONFIG_FILE}); pass the directory that "
+                "`nas search` printed, e.g. runs/<experiment>/<timestamp>"
+            )
+        return cls(p)

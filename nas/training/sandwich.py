@@ -1,0 +1,434 @@
+"""Supernet training with the sandwich rule and in-place distillation.
+
+Paper: Yu & Huang, "Universally Slimmable Networks and Improved Training
+Techniques", ICCV 2019 (arXiv:1903.05134), Algorithm 1 and its two training
+techniques, the *sandwich rule* and *in-place distillation*. Each step draws one
+batch and one noisy input (x_t, t, target), shared by every sub-network, and
+accumulates the gradient of
+
+    L = ℓ(f_max(x_t, t), target)
+      + Σ_{s ∈ {min} ∪ R} [ ℓ(f_s(x_t, t), target) + λ · ‖f_s(x_t, t) − sg(f_max(x_t, t))‖² ]
+
+before one AdamW step, where ℓ is the task's ε-prediction MSE (DDPM's L_simple),
+R holds `n_random` samples of the space, sg stops the gradient and λ is
+`distill_weight`. The max and min sub-networks bound the space from both ends
+(the "sandwich"); distilling from the max output on the *same* noisy input is
+what makes the students' targets consistent, hence the trainer draws the noise
+itself (`nas.training.objective`). Unlike the paper, whose students learn from
+the max network's predictions only, the students here keep the ground-truth
+term beside the distillation term (λ weighs the two).
+Each sub-network runs with its own per-layer quant schemes (fake-quant, STE).
+
+Gradients reach `supernet.weight_parameters()` only: architecture parameters
+are frozen during the step, so a differentiable policy's optimizer sees none of
+the sandwich's gradient.
+
+Determinism: the data stream is `task.batches(batch_size, seed)`, the noise of
+step i comes from a CPU `torch.Generator` seeded by (seed, i), the random samples
+from one numpy Generator. Checkpoints (`nas.training.checkpoint`) hold all of
+it, so k steps + resume + (N − k) steps equals N steps bit for bit.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from nas.errors import ConfigError
+from nas.quant import set_quant_enabled
+from nas.supernet import Supernet
+from nas.tasks.base import Batch, Task, denoise
+from nas.tasks.util import eval_mode
+from nas.training.checkpoint import (
+    CheckpointError,
+    flatten_optimizer,
+    latest_checkpoint,
+    read_checkpoint,
+    unflatten_optimizer,
+    write_checkpoint,
+)
+from nas.training.objective import noising_of, noisy_batch, task_mse
+from nas.training.util import device_of, frozen, isolated_rng, step_generator
+
+log = logging.getLogger(__name__)
+
+#: Config fields that change the training trajectory: a checkpoint resumes only if
+#: they are equal. The others (steps, checkpoint/log/validation cadence) may change.
+TRAJECTORY_FIELDS = (
+    "batch_size",
+    "n_random",
+    "lr",
+    "weight_decay",
+    "distill_weight",
+    "quant",
+    "grad_clip",
+    "seed",
+)
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """Hyperparameters of a sandwich run (what a checkpoint records)."""
+
+    steps: int
+    batch_size: int = 32
+    n_random: int = 2
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    distill_weight: float = 1.0
+    quant: bool = True
+    grad_clip: float | None = 1.0
+    seed: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 50
+    val_every: int = 0
+
+    def __post_init__(self) -> None:
+        positive = {
+            "batch_size": self.batch_size,
+            "checkpoint_every": self.checkpoint_every,
+            "log_every": self.log_every,
+        }
+        nonneg = {
+            "steps": self.steps,
+            "n_random": self.n_random,
+            "seed": self.seed,
+            "val_every": self.val_every,
+        }
+        for name, v in positive.items():
+            if not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name} must be an integer ≥ 1, got {v!r}")
+        for name, v in nonneg.items():
+            if not isinstance(v, int) or v < 0:
+                raise ConfigError(f"{name} must be an integer ≥ 0, got {v!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr!r}")
+        if self.weight_decay < 0 or self.distill_weight < 0:
+            raise ConfigError(
+                f"weight_decay and distill_weight must be ≥ 0, got {self.weight_decay!r} "
+                f"and {self.distill_weight!r}"
+            )
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ConfigError(
+                f"grad_clip must be > 0 or None (no clipping), got {self.grad_clip!r}"
+            )
+
+
+class SupernetTrainer:
+    """Train a supernet's shared weights with the sandwich rule (see the module docstring).
+
+    `checkpoint_dir` (a run's ``checkpoints/``) receives a checkpoint every
+    `checkpoint_every` steps and at the end; `resume=True` (or `resume(dir)`)
+    continues from its latest one. `val_every` > 0 runs `task.validate` on the max
+    and min sub-networks every that many steps (keys ``max/<metric>``,
+    ``min/<metric>`` of that step's history entry).
+    """
+
+    def __init__(
+        self,
+        supernet: Supernet,
+        task: Task,
+        *,
+        steps: int,
+        batch_size: int = 32,
+        n_random: int = 2,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        distill_weight: float = 1.0,
+        quant: bool = True,
+        grad_clip: float | None = 1.0,
+        seed: int = 0,
+        device: str | torch.device | None = None,
+        checkpoint_dir: str | Path | None = None,
+        checkpoint_every: int = 500,
+        log_every: int = 50,
+        val_every: int = 0,
+        progress: bool = True,
+        resume: bool = False,
+    ) -> None:
+        self.config = TrainerConfig(
+            steps=steps,
+            batch_size=batch_size,
+            n_random=n_random,
+            lr=lr,
+            weight_decay=weight_decay,
+            distill_weight=distill_weight,
+            quant=quant,
+            grad_clip=grad_clip,
+            seed=seed,
+            checkpoint_every=checkpoint_every,
+            log_every=log_every,
+            val_every=val_every,
+        )
+        self.device = torch.device(device) if device is not None else device_of(supernet)
+        self.supernet = supernet.to(self.device)
+        self.task = task
+        self.noising = noising_of(task)
+        if getattr(task, "teacher", None) is not None:
+            raise ConfigError(
+                f"task {type(task).__name__} distils from an external teacher, which sandwich "
+                "training does not use (its students distil from the max sub-network in "
+                "place); pass the base task (task.base)"
+            )
+        self.space = supernet.space
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.progress = progress
+        self.rng = np.random.default_rng(seed)
+        self._max = self.space.max()
+        self._min = self.space.min()
+        self._weights = list(supernet.weight_parameters())
+        self._arch = list(supernet.arch_parameters())
+        names = {id(p): n for n, p in supernet.named_parameters()}
+        # the optimizer's param indices refer to this order; checkpoints record it
+        self.param_names = [names.get(id(p), f"<unnamed {i}>") for i, p in enumerate(self._weights)]
+        self.optimizer = torch.optim.AdamW(self._weights, lr=lr, weight_decay=weight_decay)
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self._stream: Iterator[Batch] | None = None
+        self._stream_pos = 0
+        if resume:
+            self.resume()
+
+    # -- training -----------------------------------------------------------------------
+    def train(self) -> list[dict[str, Any]]:
+        """Train until `steps`; return the per-step history (also kept in `self.history`).
+
+        Each entry: ``step`` (optimizer steps done), ``loss_max``, ``loss_min``,
+        ``loss_rand`` (mean over the random samples; None without any), ``distill``
+        (mean distillation term of the students), ``seconds`` (wall time of the step).
+        """
+        cfg = self.config
+        if self.step >= cfg.steps:
+            return self.history
+        set_quant_enabled(self.supernet, cfg.quant)
+        self.supernet.train()
+        stream = self._batches()
+        bar = tqdm(
+            total=cfg.steps,
+            initial=self.step,
+            desc="supernet",
+            unit="step",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
+        try:
+            while self.step < cfg.steps:
+                batch = next(stream)
+                self._stream_pos += 1
+                rec = self._train_step(batch)
+                self.step += 1
+                if cfg.val_every and self.step % cfg.val_every == 0:
+                    rec.update(self.validate())
+                self.history.append(rec)
+                bar.update(1)
+                bar.set_postfix(max=f"{rec['loss_max']:.4f}", min=f"{rec['loss_min']:.4f}")
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    log.info("step %d/%d %s", self.step, cfg.steps, _fmt(rec))
+                if self.checkpoint_dir is not None and (
+                    self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps
+                ):
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+        return self.history
+
+    def _batches(self) -> Iterator[Batch]:
+        """The task's stream positioned at the current step (replayed after a resume)."""
+        if self._stream is None or self._stream_pos != self.step:
+            cfg = self.config
+            self._stream = iter(self.task.batches(cfg.batch_size, cfg.seed, self.device))
+            if self.step:
+                log.info("replaying %d batches of the data stream to resume it", self.step)
+            for _ in range(self.step):  # data only, no model: cheap next to training
+                next(self._stream)
+            self._stream_pos = self.step
+        return self._stream
+
+    def _train_step(self, batch: Batch) -> dict[str, Any]:
+        cfg = self.config
+        t0 = time.perf_counter()
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        gen = step_generator(cfg.seed, self.step)
+        nb = noisy_batch(self.noising, batch, gen)  # x_t, target (B, C, H, W); t (B,)
+        students = [self._min, *(self.space.sample(self.rng) for _ in range(cfg.n_random))]
+
+        self.optimizer.zero_grad(set_to_none=True)
+        task_losses: list[float] = []
+        distills: list[float] = []
+        with frozen(self._arch):
+            with self.supernet.activate(self._max):
+                out = denoise(self.supernet, nb.x_t, nb.t, nb.context)  # (B, C or 2C, H, W)
+                loss_max = task_mse(self.noising, out, nb.target)
+                loss_max.backward()
+            teacher = out.detach()
+            for sample in students:
+                with self.supernet.activate(sample):
+                    out_s = denoise(self.supernet, nb.x_t, nb.t, nb.context)
+                    task_loss = task_mse(self.noising, out_s, nb.target)
+                    distill = F.mse_loss(out_s.float(), teacher.float())
+                    (task_loss + cfg.distill_weight * distill).backward()
+                task_losses.append(float(task_loss.detach()))
+                distills.append(float(distill.detach()))
+        if cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self._weights, cfg.grad_clip)
+        self.optimizer.step()
+
+        rand = task_losses[1:]
+        return {
+            "step": self.step + 1,
+            "loss_max": float(loss_max.detach()),
+            "loss_min": task_losses[0],
+            "loss_rand": float(np.mean(rand)) if rand else None,
+            "distill": float(np.mean(distills)),
+            "seconds": time.perf_counter() - t0,
+        }
+
+    # -- validation ---------------------------------------------------------------------
+    def validate(self, samples: dict[str, Any] | None = None) -> dict[str, float]:
+        """``<name>/<metric>`` of `task.validate` for each named sample (default max, min).
+
+        Runs in eval mode without gradients, with the run's quant setting, and leaves
+        torch's global RNG as it found it.
+        """
+        samples = samples if samples is not None else {"max": self._max, "min": self._min}
+        set_quant_enabled(self.supernet, self.config.quant)
+        out: dict[str, float] = {}
+        for name, sample in samples.items():
+            with (
+                isolated_rng(self.device),
+                torch.no_grad(),
+                self.supernet.activate(sample),
+                eval_mode(self.supernet),
+            ):
+                metrics = self.task.validate(self.supernet)
+            out.update({f"{name}/{k}": float(v) for k, v in metrics.items()})
+        log.info("validation at step %d: %s", self.step, _fmt(out))
+        return out
+
+    # -- checkpoints --------------------------------------------------------------------
+    def _identity(self) -> dict[str, Any]:
+        return {
+            "space": {"name": self.space.name, "version": self.space.version},
+            "task": getattr(self.task, "name", type(self.task).__name__),
+        }
+
+    def save_checkpoint(self, directory: str | Path | None = None) -> Path:
+        """Write ``<directory>/step_<step>`` (default: the trainer's checkpoint_dir)."""
+        directory = directory if directory is not None else self.checkpoint_dir
+        if directory is None:
+            raise ConfigError("save_checkpoint needs a directory: pass checkpoint_dir=...")
+        tensors, meta = flatten_optimizer(self.optimizer.state_dict())
+        tensors["rng.torch_cpu"] = torch.get_rng_state()  # uint8 (5056,)
+        if self.device.type == "cuda":
+            tensors["rng.torch_cuda"] = torch.cuda.get_rng_state(self.device)
+        state = {
+            **self._identity(),
+            "config": asdict(self.config),
+            "param_names": self.param_names,
+            "optimizer": meta,
+            "rng": {"numpy": self.rng.bit_generator.state},
+            "history": self.history,
+        }
+        return write_checkpoint(directory, self.step, self.supernet.state_dict(), tensors, state)
+
+    def resume(self, checkpoint_dir: str | Path | None = None) -> int:
+        """Load the latest checkpoint of `checkpoint_dir` (default: the trainer's); return its step.
+
+        Raises `CheckpointError` when there is none or it is corrupt, `ConfigError` when
+        it was written for another space, task, parameter set or trajectory config.
+        """
+        directory = checkpoint_dir if checkpoint_dir is not None else self.checkpoint_dir
+        if directory is None:
+            raise ConfigError("resume needs a checkpoint directory: pass checkpoint_dir=...")
+        ckpt = read_checkpoint(latest_checkpoint(directory))
+        try:
+            self._check_compatible(ckpt.state, ckpt.model, ckpt.path)
+            optim = unflatten_optimizer(ckpt.optimizer, ckpt.state["optimizer"])
+            rng_state = ckpt.state["rng"]["numpy"]
+            history = list(ckpt.state["history"])
+            cpu_rng = ckpt.optimizer["rng.torch_cpu"]
+        except KeyError as e:
+            raise CheckpointError(
+                f"checkpoint {str(ckpt.path)!r} lacks {e}; it was not written by "
+                "SupernetTrainer.save_checkpoint"
+            ) from None
+        self.supernet.load_state_dict(ckpt.model, strict=True)
+        self.optimizer.load_state_dict(optim)
+        self.rng.bit_generator.state = rng_state
+        torch.set_rng_state(cpu_rng)
+        if self.device.type == "cuda" and "rng.torch_cuda" in ckpt.optimizer:
+            torch.cuda.set_rng_state(ckpt.optimizer["rng.torch_cuda"], self.device)
+        self.history = history
+        self.step = ckpt.step
+        self._stream = None
+        log.info("resumed from %s (step %d)", ckpt.path, ckpt.step)
+        return ckpt.step
+
+    def _check_compatible(
+        self, state: dict[str, Any], model: dict[str, Tensor], path: Path
+    ) -> None:
+        where = f"checkpoint {str(path)!r}"
+        ours = self._identity()
+        if state["space"] != ours["space"]:
+            raise ConfigError(
+                f"{where} was written for space {state['space']}, this supernet's space is "
+                f"{ours['space']}; resume with a supernet of the same space and version"
+            )
+        if state["task"] != ours["task"]:
+            raise ConfigError(
+                f"{where} was trained on task {state['task']!r}, this trainer's task is "
+                f"{ours['task']!r}"
+            )
+        mine = asdict(self.config)
+        diffs = [
+            f"{k}: checkpoint {state['config'].get(k)!r} vs trainer {mine[k]!r}"
+            for k in TRAJECTORY_FIELDS
+            if state["config"].get(k) != mine[k]
+        ]
+        if diffs:
+            raise ConfigError(
+                f"{where} was written with another training config ({'; '.join(diffs)}); "
+                "pass the same values to resume, or start a fresh run in a new checkpoint_dir"
+            )
+        if state["param_names"] != self.param_names:
+            theirs, have = set(state["param_names"]), set(self.param_names)
+            raise ConfigError(
+                f"{where} trained other weight parameters: only in checkpoint "
+                f"{sorted(theirs - have)[:5]}, only in this supernet {sorted(have - theirs)[:5]}"
+                + ("" if theirs != have else " (same names, another order)")
+            )
+        current = self.supernet.state_dict()
+        missing = sorted(set(current) - set(model))
+        extra = sorted(set(model) - set(current))
+        shapes = [
+            f"{k}: checkpoint {tuple(model[k].shape)} vs supernet {tuple(v.shape)}"
+            for k, v in current.items()
+            if k in model and tuple(model[k].shape) != tuple(v.shape)
+        ]
+        if missing or extra or shapes:
+            raise ConfigError(
+                f"{where} does not fit this supernet (missing {missing[:5]}, unexpected "
+                f"{extra[:5]}, shapes {shapes[:5]}); the space config changed without a new "
+                "space version"
+            )
+
+
+def _fmt(rec: dict[str, Any]) -> str:
+    return " ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in rec.items()
+        if k != "step"
+    )
+
+
+__all__ = ["TRAJECTORY_FIELDS", "SupernetTrainer", "TrainerConfig"]

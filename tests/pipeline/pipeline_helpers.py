@@ -1,0 +1,41 @@
+"""Helpers of the main-job tests: the smoke experiment in a temporary tree, run through
+the real `nas` command (real Ray Tune, a real torch table measured on the fly)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).parents[2]
+SMOKE = ROOT / "experiments" / "smoke.yaml"
+
+
+def nas_cmd(*args: str, cwd: Path, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "nas.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+        **kw,
+    )
+
+
+def smoke_config(tmp: Path, **search) -> Path:
+    """The smoke experiment with its run and table directories inside `tmp`."""
+    doc = yaml.safe_load(SMOKE.read_text())
+    doc["runs_dir"] = str(tmp / "runs")
+    doc["latency"]["root"] = str(tmp / "tables")
+    doc["search"].update(search)
+    path = tmp / "smoke.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def run_dirs(tmp: Path) -> list[Path]:
+    return sorted(p.parent for p in (tmp / "runs").glob("*/*/config.yaml"))

@@ -1,0 +1,82 @@
+"""Experiment configs: every shipped YAML validates; bad input is one line naming the key."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nas.config import dump_config, load_config, parse_config, schema_reference
+from nas.errors import ConfigError
+
+EXPERIMENTS = Path(__file__).parents[2] / "experiments"
+
+
+@pytest.mark.parametrize("path", sorted(EXPERIMENTS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_experiments_validate_and_round_trip(path):
+    cfg = load_config(path)
+    again = parse_config(yaml.safe_load(dump_config(cfg)), "dumped")
+    assert again == cfg
+
+
+def _base(**extra):
+    return {"name": "x", "space": "test_mobile_unet", **extra}
+
+
+@pytest.mark.parametrize(
+    ("doc", "expected"),
+    [
+        (_base(bogus=1), "unknown key 'bogus'; allowed here: budgets, device"),
+        (_base(search={"kindd": "sample"}), "unknown key 'search.kindd'; allowed here: evaluator"),
+        (
+            _base(search={"kind": "grid"}),
+            "key 'search.kind': Input should be 'sample' or 'oneshot'",
+        ),
+        (_base(search={"num_trials": "many"}), "key 'search.num_trials'"),
+        (_base(budgets={"latency": 3}), "key 'budgets.latency'"),
+        ({"space": "x"}, "key 'name' is required"),
+        (_base(search={"kind": "oneshot"}), "search.oneshot (with target_ms) is required"),
+        (_base(task={"kind": "image_folder"}), "task.path is required"),
+        (_base(supernet={"steps": -1}), "key 'supernet.steps'"),
+    ],
+)
+def test_bad_configs_name_the_key(doc, expected):
+    with pytest.raises(ConfigError) as e:
+        parse_config(doc, "exp.yaml")
+    msg = str(e.value)
+    assert msg.startswith("exp.yaml: ") and expected in msg
+    assert "\n" not in msg
+
+
+def test_missing_and_unparsable_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="a mapping of keys"):
+        load_config(bad)
+
+
+def test_reference_lists_every_leaf_key():
+    ref = schema_reference()
+    for key in ("`search.finetune.steps`", "`latency.backend`", "`ray.address`", "`budgets`"):
+        assert key in ref
+
+
+def test_cli_reports_bad_config_in_one_line_exit_2(tmp_path):
+    bad = tmp_path / "exp.yaml"
+    bad.write_text(yaml.safe_dump(_base(search={"strategy": "random", "num_trialz": 3})))
+    r = subprocess.run(
+        [sys.executable, "-m", "nas.cli", "search", str(bad)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown key 'search.num_trialz'" in lines[0], r.stderr
+    assert "Traceback" not in r.stderr

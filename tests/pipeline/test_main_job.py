@@ -1,0 +1,157 @@
+"""`nas search` end to end on the smoke experiment; export, train, notebook; bad input."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from pipeline_helpers import ROOT, nas_cmd, run_dirs, smoke_config
+
+import nas
+
+ARTEFACTS = {".json", ".jsonl", ".yaml", ".parquet", ".safetensors", ".png", ".md", ".csv", ".txt"}
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_the_run_directory(smoke_run):
+    out = (smoke_run / "stdout.txt").read_text()
+    assert f"report: {smoke_run / 'report.md'}" in out
+    for name in (
+        "config.yaml",
+        "trials.jsonl",
+        "trials.parquet",
+        "pareto.png",
+        "report.md",
+        "summary.json",
+        "supernet.safetensors",
+    ):
+        assert (smoke_run / name).is_file(), name
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    chosen = summary["chosen"]
+    export = Path(chosen["export"])
+    for name in (
+        "config.json",
+        "diffusion_pytorch_model.safetensors",
+        "arch.json",
+        "quant_plan.json",
+    ):
+        assert (export / name).is_file(), name
+    # the chosen arch was measured end to end beside its predicted latency
+    assert chosen["measured_latency_ms"] > 0 and chosen["predicted_latency_ms"] > 0
+    df = nas.load_run(smoke_run)
+    assert (df["state"] == "completed").sum() == 4
+    assert {"val_loss", "latency_ms", "params", "bytes"} <= set(df.columns)
+    # artefacts a user receives are JSON, CSV, parquet, safetensors, YAML, PNG or Markdown;
+    # ray/ is Ray Tune's own experiment state (what --resume restores from)
+    for p in smoke_run.rglob("*"):
+        if p.is_file() and "ray" not in p.relative_to(smoke_run).parts:
+            assert p.suffix in ARTEFACTS, p
+    # nothing written beside the run and table directories
+    assert sorted(p.name for p in smoke_run.parents[2].iterdir()) == [
+        "runs",
+        "smoke.yaml",
+        "tables",
+    ]
+
+
+@pytest.mark.slow
+def test_export_any_trial_and_train_it(smoke_run, tmp_path):
+    from search_spaces.mobile_unet import MobileUNet
+
+    df = nas.load_run(smoke_run)
+    trial = df["id"].iloc[-1]
+    r = nas_cmd(
+        "export", str(smoke_run), "--trial", trial, "--out", str(tmp_path / "e"), cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    model = MobileUNet.from_pretrained(tmp_path / "e")
+    arch = json.loads((tmp_path / "e" / "arch.json").read_text())
+    assert arch["hash"] == df.set_index("id").loc[trial, "spec_hash"]
+    assert arch["metrics"]["io"]["size"] == 8  # what `nas train` needs to rebuild the task
+    r = nas_cmd("train", str(tmp_path / "e"), "--steps", "25", "--batch-size", "16", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    hist = json.loads((tmp_path / "e" / "trained" / "train_history.json").read_text())
+    assert hist["val_loss_after"] < hist["val_loss_before"]
+    again = MobileUNet.from_pretrained(tmp_path / "e" / "trained")
+    assert sum(p.numel() for p in again.parameters()) == sum(p.numel() for p in model.parameters())
+
+
+def test_export_unknown_trial_is_one_line(smoke_run, tmp_path):
+    r = nas_cmd("export", str(smoke_run), "--trial", "nope", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "has no trial 'nope'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_notebook_runs_on_the_run(smoke_run):
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(ROOT / "experiments" / "notebooks" / "pareto.ipynb", as_version=4)
+    os.environ["MQNAS_RUN"] = str(smoke_run)
+    try:
+        NotebookClient(nb, timeout=300, kernel_name="python3").execute()
+    finally:
+        del os.environ["MQNAS_RUN"]
+    images = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if "image/png" in o.get("data", {})
+    ]
+    assert len(images) >= 3  # front, predicted vs measured, strategies compared
+
+
+def _bad(tmp_path, **changes) -> str:
+    cfg = smoke_config(tmp_path)
+    doc = yaml.safe_load(cfg.read_text())
+    for key, value in changes.items():
+        section, _, leaf = key.partition("__")
+        if leaf:
+            doc.setdefault(section, {})[leaf] = value
+        else:
+            doc[section] = value
+    cfg.write_text(yaml.safe_dump(doc))
+    r = nas_cmd("search", str(cfg), "-q", cwd=tmp_path, timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert "Traceback" not in r.stderr
+    return lines[-1]
+
+
+def test_missing_table_names_the_command(tmp_path):
+    line = _bad(tmp_path, latency__measure_missing=False)
+    assert "lacks" in line and "nas latency build --space test_mobile_unet --backend torch" in line
+
+
+def test_missing_teacher_directory(tmp_path):
+    line = _bad(tmp_path, supernet__teacher=str(tmp_path / "no-teacher"))
+    assert "supernet.teacher" in line and "does not exist" in line
+
+
+@pytest.mark.slow
+def test_infeasible_budget(tmp_path):
+    line = _bad(tmp_path, budgets={"latency_ms": 1e-6})
+    assert "budgets.latency_ms" in line and "infeasible" in line
+
+
+def test_resume_of_a_non_run(tmp_path):
+    r = nas_cmd("search", "--resume", str(tmp_path), cwd=tmp_path)
+    assert r.returncode == 2 and "is not a run directory" in r.stderr
+
+
+def test_dry_run_of_the_full_scale_experiment(tmp_path):
+    r = nas_cmd(
+        "search",
+        str(ROOT / "experiments" / "sd15_mobile_unet_pixel8.yaml"),
+        "--dry-run",
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = r.stdout
+    assert "space mobile_unet_sd15" in out and "latency keys" in out
+    assert "table coverage      0/" in out and "nas latency build --space mobile_unet_sd15" in out
+    assert "PFLOP" in out
+    assert not run_dirs(tmp_path)  # a dry run writes nothing
