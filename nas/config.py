@@ -99,6 +99,15 @@ class OneShotConfig(_Section):
 
     target_ms: float = Field(..., gt=0, description="latency target of the found arch (ms)")
     lam: float = Field(1.0, ge=0, description="weight of the latency penalty")
+    lam_schedule: Literal["constant", "linear", "auto"] = Field(
+        "auto", description="auto raises λ while the expected latency is over the target"
+    )
+    penalty: Literal["hinge", "log"] = Field(
+        "hinge", description="hinge: λ·max(0, E[T]/T − 1); log: λ·|log(E[T]/T)|"
+    )
+    mode: Literal["joint", "ptq"] = Field(
+        "joint", description="joint: weights and logits in one pass; ptq: weights frozen"
+    )
     steps: int = Field(100, ge=1)
     warmup_steps: int = Field(20, ge=0, description="steps with architecture logits frozen")
     lr_arch: float = Field(5e-2, gt=0)

@@ -2,14 +2,24 @@
 function trainable, every finished trial appended to the run's trial store.
 
 The only module that imports Ray. Local Ray by default (few CPUs, a small
-object store, no dashboard); `address` joins an existing cluster, where trials
-run on any node that can import mqnas and read the run directory.
+object store, no dashboard); `address` (or ``RAY_ADDRESS``) joins an existing
+cluster, where trials run on any node that can import mqnas and the evaluator
+factory. Each trial records the Ray node it ran on (``provenance.node_id``).
 
-Resume: `Tuner.restore` brings back Tune's own experiment state (Ray's files
-under ``<run>/ray/``, Ray's internals, never handed to users); the searcher's
-state is our JSON (`StrategySearcher.save`), and the strategy object itself is
-rebuilt from its factory rather than pickled, so a restored searcher asks what
-the interrupted one would have asked next.
+Resume. The run's trial store is the record: a trial is finished iff its record
+is in ``trials.jsonl``. Beside it the searcher keeps its live state in
+``searcher_state.json`` (the strategy's JSON `state_dict` and the samples handed
+out whose records are not stored yet), written after every suggestion and after
+every stored trial — never a pickle of the strategy, which is rebuilt from its
+factory. `run_tune(..., resume=True)` restores that state; a pending sample whose
+record did reach the store is told from the record, every other one (its trial
+was running when the search stopped) is handed out again first, and a fresh Tune
+experiment (``ray/tune-<k>``) runs the trials the store still lacks. So nothing
+finished is evaluated twice, an interrupted trial restarts from scratch (an
+evaluation keeps no checkpoint), and the store ends with `num_trials` records.
+Tune's own experiment state (`Tuner.restore`) is not used for this: Tune saves it
+at most every ~10 s, so after a crash it lags the store, and restoring it re-runs
+finished trials and loses track of newer ones.
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +36,16 @@ from ray import tune
 from ray.tune import Callback
 from ray.tune.search import Searcher
 
-from nas.errors import MqnasError
+from nas.errors import ConfigError, MqnasError
 from nas.evaluators import Evaluator, set_threads
-from nas.io import read_json, write_json
+from nas.io import atomic_write_text, read_json, write_json
 from nas.strategies.base import Strategy
 from nas.trials import Trial, TrialStore
 
 log = logging.getLogger(__name__)
 
 TUNE_NAME = "tune"
+SEARCHER_STATE = "searcher_state.json"
 
 
 class TrialFailedError(MqnasError):
@@ -47,6 +58,7 @@ class StrategySearcher(Searcher):
     factory: builds the strategy (picklable: a top-level callable or a frozen
     dataclass); it is called lazily on first use, then its JSON state applied.
     objectives: the metric names told back to the strategy.
+    state_path: where `persist` writes the live JSON state (`run_tune` sets it).
     """
 
     def __init__(
@@ -54,13 +66,16 @@ class StrategySearcher(Searcher):
         factory: Callable[[], Strategy],
         objectives: Sequence[str],
         state: Mapping[str, Any] | None = None,
+        state_path: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
         self.factory = factory
         self.objectives = list(objectives)
+        self.state_path = None if state_path is None else str(state_path)
         self._strategy: Strategy | None = None
         self._state = dict(state) if state else None
-        self._pending: dict[str, dict[str, Any]] = {}
+        self._pending: dict[str, dict[str, Any]] = {}  # Tune trial id → sample handed out
+        self._requeue: list[dict[str, Any]] = []  # interrupted samples, handed out first
 
     @property
     def strategy(self) -> Strategy:
@@ -68,38 +83,81 @@ class StrategySearcher(Searcher):
             self._strategy = self.factory()
             if self._state is not None:
                 self._strategy.load_state_dict(self._state["strategy"])
-                self._pending = dict(self._state.get("pending", {}))
+                self._pending = {k: dict(v) for k, v in self._state.get("pending", {}).items()}
+                self._requeue = [dict(s) for s in self._state.get("requeue", [])]
         return self._strategy
 
     # -- Searcher API -----------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        sample = self.strategy.ask()
+        strategy = self.strategy
+        sample = self._requeue.pop(0) if self._requeue else strategy.ask()
         self._pending[trial_id] = dict(sample)
+        self.persist()
         # one JSON string: labels contain dots, which Tune would read as nesting
         return {"sample": json.dumps(sample)}
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
+        # not persisted here: `TrialStoreCallback` stores the record first, then persists,
+        # so a crash in between leaves the trial pending (re-run) or stored (told on resume)
         sample = self._pending.pop(trial_id, None)
         if sample is None:
             return
-        metrics = None
-        if not error and result is not None and all(k in result for k in self.objectives):
-            metrics = {k: float(result[k]) for k in self.objectives}
-            if "constraint" in result:
-                metrics["constraint"] = float(result["constraint"])
+        metrics = None if error or result is None else _told_metrics(result, self.objectives)
         self.strategy.tell(sample, metrics)
+
+    # -- resume -----------------------------------------------------------------------------
+    def resume(self, finished: Sequence[Trial]) -> None:
+        """Continue from `state_path` after an interruption; `finished`: the stored trials.
+
+        A pending sample whose trial is in `finished` is told from its record; the
+        others are handed out again before the strategy is asked anything new. Without
+        a saved state (a run from before the searcher kept one), the strategy is
+        warm-started with every stored trial instead.
+        """
+        saved = bool(self.state_path) and Path(str(self.state_path)).is_file()
+        if saved:
+            self.set_state(read_json(str(self.state_path)))
+        strategy = self.strategy
+        by_id = {t.id: t for t in finished}
+        told = [] if saved else list(finished)
+        for trial_id, sample in list(self._pending.items()):
+            if trial_id in by_id:  # stored just before the interruption
+                told.append(by_id[trial_id])
+            else:  # was running: hand it out again
+                self._requeue.append(sample)
+        for t in told:
+            ok = t.state == "completed"
+            metrics = _told_metrics({**t.cost, **t.metrics}, self.objectives) if ok else None
+            strategy.tell(self._pending.get(t.id, t.sample), metrics)
+        self._pending = {}
+        self.persist()
+        log.info(
+            "resuming the search: %d trials stored, %d interrupted ones to run again",
+            len(finished),
+            len(self._requeue),
+        )
+
+    def persist(self) -> None:
+        """Write the live state to `state_path` (atomically; compact JSON)."""
+        if self.state_path:
+            atomic_write_text(self.state_path, json.dumps(self.get_state(), separators=(",", ":")))
 
     # -- state (JSON, not pickle) -----------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
         if self._strategy is None and self._state is not None:
             return dict(self._state)
-        return {"strategy": self.strategy.state_dict(), "pending": dict(self._pending)}
+        return {
+            "strategy": self.strategy.state_dict(),
+            "pending": {k: dict(v) for k, v in self._pending.items()},
+            "requeue": [dict(s) for s in self._requeue],
+        }
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._state = dict(state)
         self._strategy = None
+        self._pending, self._requeue = {}, []
 
     def save(self, checkpoint_path: str) -> None:
         write_json(checkpoint_path, self.get_state())
@@ -108,18 +166,21 @@ class StrategySearcher(Searcher):
         self.set_state(read_json(checkpoint_path))
 
     def __getstate__(self) -> dict[str, Any]:
-        # Tune stores its searcher in its experiment state; store the factory and our JSON
-        # state only, never the live strategy (it may hold a supernet or a predictor).
+        # Tune pickles its searcher into its experiment files; keep the factory and our JSON
+        # state only, never the live strategy (it may hold a supernet or a predictor), and do
+        # not build a strategy just to pickle it.
         return {
             "factory": self.factory,
             "objectives": self.objectives,
-            "state": self.get_state(),
+            "state": self._state if self._strategy is None else self.get_state(),
+            "state_path": self.state_path,
             "_metric": self._metric,
             "_mode": self._mode,
         }
 
     def __setstate__(self, d: dict[str, Any]) -> None:
-        self.__init__(d["factory"], d["objectives"], d["state"])  # type: ignore[misc]
+        init = StrategySearcher.__init__
+        init(self, d["factory"], d["objectives"], d["state"], d.get("state_path"))
         self._metric, self._mode = d["_metric"], d["_mode"]
 
 
@@ -138,6 +199,8 @@ def evaluate_trial(
     config: dict[str, Any], make_evaluator: Callable[[], Evaluator], threads: int
 ) -> None:
     """Tune function trainable: evaluate the suggested sample and report its trial."""
+    import ray
+
     set_threads(threads)
     evaluator = _evaluator(make_evaluator)
     sample = json.loads(config["sample"])
@@ -146,22 +209,62 @@ def evaluate_trial(
         sample,
         trial_id=ctx.get_trial_id(),
         report=lambda m: tune.report(dict(m)),
-        provenance={"trial_name": ctx.get_trial_name()},
+        provenance={
+            "trial_name": ctx.get_trial_name(),
+            # which machine of a cluster evaluated it (hosts may share a name)
+            "node_id": ray.get_runtime_context().get_node_id(),
+        },
     )
     if trial.state == "failed":
         raise TrialFailedError(trial.error or "evaluation failed")
     tune.report({**trial.metrics, **trial.cost, "trial_json": json.dumps(trial.to_json())})
 
 
-class TrialStoreCallback(Callback):
-    """Appends every finished or failed Tune trial to the run's `trials.jsonl`."""
+def _told_metrics(values: Mapping[str, Any], objectives: Sequence[str]) -> dict[str, float] | None:
+    """What the strategy is told for a trial whose reported values are `values`."""
+    if not all(k in values for k in objectives):
+        return None
+    metrics = {k: float(values[k]) for k in objectives}
+    if "constraint" in values:
+        metrics["constraint"] = float(values["constraint"])
+    return metrics
 
-    def __init__(self, run_dir: str | os.PathLike[str], strategy_name: str) -> None:
+
+def trial_dirname(trial: Any) -> str:
+    """Tune's directory of a trial: its id (Tune's default spells out the whole sample)."""
+    return f"trial_{trial.trial_id}"
+
+
+class TrialStoreCallback(Callback):
+    """Appends every finished or failed Tune trial to the run's `trials.jsonl`.
+
+    after_store: called after each record is stored (`run_tune` persists the searcher's
+    state there, so the state never says "pending" about a trial the store lacks).
+    """
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike[str],
+        strategy_name: str,
+        after_store: Callable[[], None] | None = None,
+    ) -> None:
         self.run_dir = str(run_dir)
         self.strategy_name = strategy_name
+        self.after_store = after_store
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks into its experiment files; the hook is this process's
+        return {**self.__dict__, "after_store": None}
 
     def _store(self) -> TrialStore:
         return TrialStore(self.run_dir)
+
+    def _append(self, trial: Trial) -> None:
+        store = self._store()
+        store.append(trial)
+        store.snapshot()
+        if self.after_store is not None:
+            self.after_store()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         res = trial.last_result or {}
@@ -169,10 +272,7 @@ class TrialStoreCallback(Callback):
             self._failed(trial, "pruned", "stopped early by the scheduler")
             return
         t = Trial.from_json(json.loads(res["trial_json"]))
-        prov = {**t.provenance, "strategy": self.strategy_name}
-        store = self._store()
-        store.append(_replace(t, provenance=prov))
-        store.snapshot()
+        self._append(replace(t, provenance={**t.provenance, "strategy": self.strategy_name}))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._failed(trial, "failed", _error_text(trial))
@@ -180,12 +280,10 @@ class TrialStoreCallback(Callback):
     def _failed(self, trial: Any, state: str, error: str) -> None:
         import time
 
-        sample = json.loads(trial.config["sample"])
-        store = self._store()
-        store.append(
+        self._append(
             Trial(
                 id=trial.trial_id,
-                sample=sample,
+                sample=json.loads(trial.config["sample"]),
                 spec_hash="",
                 metrics={
                     k: float(v)
@@ -200,13 +298,6 @@ class TrialStoreCallback(Callback):
                 created=time.time(),
             )
         )
-        store.snapshot()
-
-
-def _replace(t: Trial, **kw: Any) -> Trial:
-    from dataclasses import replace
-
-    return replace(t, **kw)
 
 
 def _error_text(trial: Any) -> str:
@@ -231,24 +322,78 @@ class RaySettings:
 
 
 def init_ray(s: RaySettings) -> None:
-    """Join the cluster at `s.address`, or start a small local Ray (no dashboard)."""
+    """Join the cluster at `s.address` (else ``RAY_ADDRESS``), or start a small local Ray.
+
+    A local Ray is always a new one (``address="local"``): without it, `ray.init` would
+    join whatever cluster a `ray start` on this machine last announced, and refuse our
+    CPU count there.
+    """
     import ray
 
+    address = s.address or os.environ.get("RAY_ADDRESS") or None
     if ray.is_initialized():
+        if address and address != ray.get_runtime_context().gcs_address:
+            log.warning(
+                "Ray is already initialized in this process (GCS %s); %s is not joined. "
+                "Call ray.shutdown() first to switch clusters.",
+                ray.get_runtime_context().gcs_address,
+                address,
+            )
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     # Tune's new console output prints a table per status update; ours is the progress log.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    if s.address:
-        ray.init(address=s.address, logging_level=logging.WARNING, log_to_driver=False)
+    if address:
+        log.info("joining the Ray cluster at %s", address)
+        try:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        except (ConnectionError, RuntimeError) as e:
+            raise RayJoinError(_join_failure(address, e)) from e
     else:
         ray.init(
+            address="local",
             num_cpus=s.num_cpus,
             object_store_memory=s.object_store_mb * 1024 * 1024,
             include_dashboard=False,
             logging_level=logging.WARNING,
             log_to_driver=False,
         )
+
+
+class RayJoinError(ConfigError):
+    """The Ray cluster at the configured address could not be joined."""
+
+
+def _join_failure(address: str, e: BaseException) -> str:
+    """What to do when joining `address` failed with `e`."""
+    chain: list[str] = []
+    cause: BaseException | None = e
+    while cause is not None:  # Ray wraps the GCS client's error as text in a RuntimeError
+        chain.append(f"{type(cause).__name__}: {cause}")
+        cause = cause.__cause__ or cause.__context__
+    text = "\n".join(chain)
+    if "AuthenticationError" in text or "InvalidAuthToken" in text:
+        return (
+            f"the Ray cluster at {address} refused this process's credentials. A cluster "
+            "started with `ray start --head` uses token authentication: set RAY_AUTH_MODE=token "
+            "here and give the head's token as RAY_AUTH_TOKEN (or in ~/.ray/auth_token), as on "
+            "every node that joins it (docs.ray.io: ray-security/token-auth)"
+        )
+    return (
+        f"could not join the Ray cluster at {address} ({type(e).__name__}: "
+        f"{str(e).splitlines()[0] if str(e) else ''}); is `ray start --head --port=PORT` running "
+        "there and reachable from here? Remove ray.address (and RAY_ADDRESS) for a local Ray"
+    )
+
+
+def _experiment_name(storage: Path) -> str:
+    """``tune`` for a run's first search, ``tune-<k>`` for its k-th resumption."""
+    if not (storage / TUNE_NAME).exists():
+        return TUNE_NAME
+    k = 1
+    while (storage / f"{TUNE_NAME}-{k}").exists():
+        k += 1
+    return f"{TUNE_NAME}-{k}"
 
 
 def run_tune(
@@ -260,46 +405,59 @@ def run_tune(
     strategy_name: str,
     resume: bool = False,
 ) -> list[Trial]:
-    """Run (or resume) the search; returns every trial in the run's store."""
+    """Run (or resume) the search until the run's store holds `num_trials` trials.
+
+    Returns every trial in the store. Resume semantics: see the module doc.
+    """
     from ray.tune.schedulers import ASHAScheduler
 
     run_dir = Path(run_dir)
     storage = (run_dir / "ray").resolve()
+    store = TrialStore(run_dir)
+    finished = store.trials()
+    searcher.state_path = str(run_dir / SEARCHER_STATE)
+    if resume:
+        searcher.resume(finished)
+    elif finished:
+        raise ConfigError(
+            f"{store.jsonl} already holds {len(finished)} trials; continue that search with "
+            f"resume=True (`nas search --resume {run_dir}`) or use a new run directory"
+        )
+    remaining = num_trials - len(finished)
+    if remaining <= 0:
+        log.info("the run already holds %d of %d trials; nothing to run", len(finished), num_trials)
+        return finished
     init_ray(settings)
     threads = max(1, int(settings.cpus_per_trial))
     trainable = tune.with_resources(
         tune.with_parameters(evaluate_trial, make_evaluator=make_evaluator, threads=threads),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )
-    exp = storage / TUNE_NAME
-    if resume and tune.Tuner.can_restore(str(exp)):
-        log.info("resuming the Tune experiment in %s", exp)
-        tuner = tune.Tuner.restore(str(exp), trainable=trainable, resume_errored=False)
-    else:
-        scheduler = None
-        if settings.asha:
-            scheduler = ASHAScheduler(
-                time_attr="training_iteration", max_t=settings.asha_max_t, grace_period=1
-            )
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=searcher,
-                scheduler=scheduler,
-                metric="val_loss",
-                mode="min",
-                num_samples=num_trials,
-                max_concurrent_trials=settings.max_concurrent,
-                # one process per concurrent slot, reused: the supernet loads once per worker
-                reuse_actors=True,
-            ),
-            run_config=tune.RunConfig(
-                name=TUNE_NAME,
-                storage_path=str(storage),
-                callbacks=[TrialStoreCallback(run_dir, strategy_name)],
-                verbose=0,
-                failure_config=tune.FailureConfig(max_failures=0),
-            ),
+    scheduler = None
+    if settings.asha:
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration", max_t=settings.asha_max_t, grace_period=1
         )
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            metric="val_loss",
+            mode="min",
+            num_samples=remaining,
+            max_concurrent_trials=settings.max_concurrent,
+            # one process per concurrent slot, reused: the supernet loads once per worker
+            reuse_actors=True,
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=_experiment_name(storage),
+            storage_path=str(storage),
+            callbacks=[TrialStoreCallback(run_dir, strategy_name, after_store=searcher.persist)],
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=0),
+        ),
+    )
     tuner.fit()
-    return TrialStore(run_dir).trials()
+    return store.trials()

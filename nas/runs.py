@@ -2,8 +2,8 @@
 
 ``runs/<experiment>/<timestamp>/``: ``config.yaml`` (resolved), ``trials.jsonl``,
 ``trials.parquet``, ``supernet.safetensors``, ``checkpoints/``, ``pareto.png``,
-``report.md``, ``summary.json``, ``export/<trial>/``; ``ray/`` holds Ray Tune's own
-experiment state (Ray's internal files, used by ``--resume``).
+``report.md``, ``summary.json``, ``searcher_state.json`` (the strategy's JSON state),
+``export/<trial>/``; ``ray/`` holds Ray Tune's own experiment files.
 """
 
 from __future__ import annotations

@@ -61,10 +61,12 @@ def test_missing_and_unparsable_files(tmp_path):
         load_config(bad)
 
 
-def test_reference_lists_every_leaf_key():
+def test_reference_lists_every_leaf_key_and_the_readme_carries_it():
     ref = schema_reference()
     for key in ("`search.finetune.steps`", "`latency.backend`", "`ray.address`", "`budgets`"):
         assert key in ref
+    readme = (EXPERIMENTS.parent / "README.md").read_text()
+    assert ref in readme, "README's config reference is stale: paste nas.config.schema_reference()"
 
 
 def test_cli_reports_bad_config_in_one_line_exit_2(tmp_path):
