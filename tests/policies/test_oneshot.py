@@ -124,3 +124,37 @@ def test_runs_with_the_digits_task(unet_cost):
     res = OneShotSearch(net, task, unet_cost, 1.0, steps=2, batch_size=4).run(progress=False)
     assert all(math.isfinite(h["task_loss"]) for h in res.history)
     assert math.isfinite(task.validate(net.extract(res.sample))["val_loss"])
+
+
+def test_expected_latency_prices_unsearched_labels_at_the_policy_base(unet_cost):
+    # a quant-only search of one fixed (min) structure: E[T] must be that structure's latency
+    net = make_net()
+    base = net.space.min()
+    search = OneShotSearch(
+        net,
+        TinyDenoising(net),
+        unet_cost,
+        1.0,
+        steps=1,
+        batch_size=2,
+        search=("quant",),
+        policy_kwargs={"base": base},
+    )
+    with search.policy:
+        e = float(search.expected_cost().detach())
+    lo = float(unet_cost.predict([base])[0])
+    hi = float(
+        unet_cost.predict(
+            [{**base, **{k: v for k, v in net.space.max().items() if k.endswith(".quant")}}]
+        )[0]
+    )
+    assert lo - 1e-9 <= e <= hi + 1e-9
+    assert e < float(unet_cost.predict([net.space.default()])[0])
+
+
+def test_sampled_discretization_lands_within_tolerance_of_the_target(unet_cost):
+    net, search = _search(unet_cost, frac=0.5, discretize="sampled", tolerance=0.05)
+    res = search.run(progress=False)
+    target = search.target_ms
+    assert abs(res.sample_latency_ms / target - 1) <= 0.05 or res.sample == res.argmax_sample
+    net.space.validate(res.sample)
