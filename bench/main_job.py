@@ -51,7 +51,7 @@ def main() -> None:
     doc = yaml.safe_load(Path(args.experiment).read_text())
     doc["runs_dir"] = str(work / "runs")
     cfg = work / Path(args.experiment).name
-    cfg.write_text(yaml.safe_dump(doc))
+    cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
     log_path = work / "log.txt"
     t0 = time.perf_counter()
     with open(log_path, "w") as log:

@@ -130,7 +130,7 @@ class SearchConfig(_Section):
     )
     objectives: dict[str, Literal["min", "max"]] = Field(
         default_factory=lambda: {"val_loss": "min", "latency_ms": "min"},
-        description="metric or cost name → min or max",
+        description="metric or cost name → min or max; the first is the primary (quality) one",
     )
     num_trials: int = Field(16, ge=1, description="strongly evaluated architectures")
     evaluator: Literal["supernet", "finetune"] = Field(

@@ -33,7 +33,7 @@ def smoke_config(tmp: Path, **search) -> Path:
     doc["latency"]["root"] = str(tmp / "tables")
     doc["search"].update(search)
     path = tmp / "smoke.yaml"
-    path.write_text(yaml.safe_dump(doc))
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
 

@@ -113,7 +113,7 @@ def _bad(tmp_path, **changes) -> str:
             doc.setdefault(section, {})[leaf] = value
         else:
             doc[section] = value
-    cfg.write_text(yaml.safe_dump(doc))
+    cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
     r = nas_cmd("search", str(cfg), "-q", cwd=tmp_path, timeout=300)
     assert r.returncode == 2, r.stderr[-2000:]
     lines = r.stderr.strip().splitlines()

@@ -21,7 +21,7 @@ def test_oneshot_experiment_runs_end_to_end(smoke_run, tmp_path):
         "oneshot": {"target_ms": 3.0, "steps": 4, "warmup_steps": 1, "lam": 1.0},
         "finetune": {"steps": 2, "batch_size": 8},
     }
-    cfg.write_text(yaml.safe_dump(doc))
+    cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
     r = nas_cmd("search", str(cfg), "-q", cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     (run,) = run_dirs(tmp_path)
