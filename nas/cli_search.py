@@ -119,10 +119,8 @@ def dry_run(cfg) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from safetensors.torch import load_file
-
     from nas.export import export
-    from nas.pipeline import space_entry
+    from nas.pipeline import load_trained
     from nas.report import export_context
     from nas.runs import RunDir
     from nas.trials import TrialStore
@@ -136,8 +134,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     trial = trials[args.trial]
     if not run.supernet_weights.is_file():
         raise ConfigError(f"run {run.path} has no trained supernet yet; resume it first")
-    net = space_entry(cfg).supernet(device=cfg.device)
-    net.load_state_dict(load_file(run.supernet_weights, device=str(cfg.device)))
+    net = load_trained(cfg, run)
     out = Path(args.out) if args.out else run.export_dir / trial.id
     metrics = {**trial.metrics, **trial.cost, **export_context(cfg, net)}
     export(net, trial.sample, out, metrics=metrics)

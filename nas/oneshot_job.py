@@ -27,7 +27,7 @@ POLICY_KINDS = {"dqss": "quant", "pas": "width", "depth": "depth"}
 def run_oneshot(
     cfg: ExperimentConfig, run: RunDir, supernet: Supernet, task: Any, cost: Any, progress: bool
 ) -> None:
-    from nas.evaluators import FinetuneEvaluator
+    from nas.pipeline import finetune_evaluator
     from nas.strategies.oneshot import OneShotSearch
 
     o = cfg.search.oneshot
@@ -63,17 +63,9 @@ def run_oneshot(
             "history": result.history,
         },
     )
-    ft = cfg.search.finetune
-    evaluator = FinetuneEvaluator(
-        supernet,
-        task,
-        cost.costs,
-        steps=ft.steps,
-        batch_size=ft.batch_size,
-        lr=ft.lr,
-        seed=cfg.seed,
+    trial = finetune_evaluator(cfg, supernet, task, cost).evaluate(
+        result.sample, provenance={"strategy": "oneshot"}
     )
-    trial = evaluator.evaluate(result.sample, provenance={"strategy": "oneshot"})
     metrics = {**trial.metrics, "expected_latency_ms": result.expected_latency_ms}
     store.append(replace(trial, metrics=metrics))
     store.snapshot()

@@ -197,14 +197,40 @@ def load_teacher_model(path: str, device: str):
     return cls.from_pretrained(p, local_files_only=True).to(device).eval()
 
 
+def load_trained(cfg: ExperimentConfig, run: RunDir, supernet: Supernet | None = None) -> Supernet:
+    """The run's trained supernet (`supernet` filled in place, or a new one built)."""
+    from safetensors.torch import load_file
+
+    net = supernet if supernet is not None else space_entry(cfg).supernet(device=cfg.device)
+    net.load_state_dict(load_file(run.supernet_weights, device=str(cfg.device)))
+    return net
+
+
+def finetune_evaluator(cfg: ExperimentConfig, supernet: Supernet, task, cost):
+    """The strong evaluator of the experiment (`search.finetune`); ASHA gets reports."""
+    from nas.evaluators import FinetuneEvaluator
+
+    ft = cfg.search.finetune
+    return FinetuneEvaluator(
+        supernet,
+        task,
+        cost.costs,
+        steps=ft.steps,
+        batch_size=ft.batch_size,
+        lr=ft.lr,
+        seed=cfg.seed,
+        report_every=max(1, ft.steps // 4) if cfg.ray.asha else None,
+    )
+
+
 def train_supernet(cfg: ExperimentConfig, run: RunDir, supernet: Supernet, task, progress: bool):
     """Sandwich training, resumed from the run's checkpoints; the final weights saved."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     from nas.training.sandwich import SupernetTrainer
 
     if run.supernet_weights.is_file():
-        supernet.load_state_dict(load_file(run.supernet_weights, device=str(cfg.device)))
+        load_trained(cfg, run, supernet)
         log.info("supernet already trained: %s", run.supernet_weights)
         return []
     s = cfg.supernet
@@ -244,14 +270,7 @@ class RunContext:
         return parse_config(json.loads(self.config_json), f"{self.run_dir}/config.yaml")
 
     def supernet(self) -> Supernet:
-        from safetensors.torch import load_file
-
-        cfg = self.cfg
-        net = space_entry(cfg).supernet(device=cfg.device)
-        net.load_state_dict(
-            load_file(RunDir(Path(self.run_dir)).supernet_weights, device=str(cfg.device))
-        )
-        return net.eval()
+        return load_trained(self.cfg, RunDir(Path(self.run_dir))).eval()
 
     def cost_model(self):
         return load_cost_model(self.cfg, space_entry(self.cfg), progress=False)
@@ -262,7 +281,7 @@ class EvaluatorFactory:
     ctx: RunContext
 
     def __call__(self):
-        from nas.evaluators import FinetuneEvaluator, SupernetEvaluator
+        from nas.evaluators import SupernetEvaluator
 
         cfg = self.ctx.cfg
         net = self.ctx.supernet()
@@ -270,17 +289,7 @@ class EvaluatorFactory:
         cost = self.ctx.cost_model()
         if cfg.search.evaluator == "supernet":
             return SupernetEvaluator(net, task, cost.costs)
-        ft = cfg.search.finetune
-        return FinetuneEvaluator(
-            net,
-            task,
-            cost.costs,
-            steps=ft.steps,
-            batch_size=ft.batch_size,
-            lr=ft.lr,
-            seed=cfg.seed,
-            report_every=max(1, ft.steps // 4) if cfg.ray.asha else None,
-        )
+        return finetune_evaluator(cfg, net, task, cost)
 
 
 @dataclass(frozen=True)

@@ -134,16 +134,12 @@ def _fmt(v: Any, spec: str = ".4g") -> str:
     return "—" if v is None else format(v, spec)
 
 
-def table_location(cfg: ExperimentConfig) -> tuple[Any, str]:
-    from nas.pipeline import table_location as loc
-
-    return loc(cfg)
-
-
 def render_report(
     cfg: ExperimentConfig, run: RunDir, df, front, exports: list[dict[str, Any]]
 ) -> str:
     """``report.md``: the run's settings, the chosen architecture, exports and the front."""
+    from nas.pipeline import table_location
+
     chosen = exports[0]
     cols = [c for c in ("val_loss", "latency_ms", "params", "bytes") if c in front.columns]
     search = f"`{cfg.search.strategy}` ({cfg.search.kind})"
