@@ -65,12 +65,14 @@ from torch import Tensor
 
 import search_spaces  # noqa: F401  (registers the spaces)
 from latency_tables.backends import BACKENDS
+from latency_tables.calibration import Calibration, block_counts, calibration_path
 from latency_tables.cost import CostModel
 from latency_tables.table import DATA_ROOT, LatencyTable
-from latency_tables.validate import Calibration, block_counts, measure_end_to_end
+from latency_tables.validate import time_end_to_end
 from nas import SPACES
 from nas.quant import QuantScheme
 from nas.space import SearchSpace
+from nas.spec import ArchSpec
 from nas.strategies.oneshot import OneShotSearch
 from nas.tasks import DigitsDenoising
 from nas.training.checkpoint import CheckpointError
@@ -107,7 +109,9 @@ class Settings:
     lr_arch: float = 5e-2
     temperature_end: float | None = 0.1  # anneal the quant / depth softmax T from 1 to this
     arch_lr_schedule: str = "cosine"
-    discretize: str = "sampled"  # FBNet-style: most probable draw within ±tolerance of target
+    # the best supernet score of the 16 most probable draws within ±tolerance of the target
+    discretize: str = "scored"
+    n_scored: int = 16
     tolerance: float = 0.03
     # fine-tune budget shared by every compared architecture (b, c)
     finetune_steps: int = 30
@@ -123,7 +127,7 @@ class Settings:
     val_images: int = 64
     val_timesteps: int = 4
     # latency measurement
-    measure_repeats: int = 5  # min of medians: other people's jobs share these 2 cores
+    measure_repeats: int = 5  # best of rounds: other people's jobs share these 2 cores
     mixing_repeats: int = 10
     seed: int = 0
 
@@ -147,52 +151,9 @@ QUICK = Settings(
 
 
 # ============================================================================ cost models
-class KindTable:
-    """A stand-in latency table: every entry of block kind k costs `per_kind[k]` ms.
-
-    With it, `CostModel` computes Σ_kind b_kind · n_kind (and its expectation) exactly:
-    a block's layers' MAC shares sum to 1, so a kernel-independent entry is the block's cost.
-    """
-
-    def __init__(self, per_kind: Mapping[str, float]) -> None:
-        self.per_kind = dict(per_kind)
-        self.meta: dict[str, Any] = {}
-
-    def __contains__(self, key: object) -> bool:
-        return True
-
-    def latency_ms(self, key: Any) -> float:
-        return float(self.per_kind.get(key.kind, 0.0))
-
-    def missing_message(self, key_ids: list[str], space: str = "") -> str:
-        return f"KindTable has every key; {key_ids[:3]} cannot be missing"
-
-
-class CalibratedCost:
-    """measured ≈ a · T_table + Σ_kind b_kind · n_kind + c, vectorized and differentiable."""
-
-    def __init__(self, raw: CostModel, cal: Calibration) -> None:
-        self.raw, self.cal = raw, cal
-        self.space = raw.space
-        self.counts = CostModel(raw.space, KindTable(cal.per_block), structure=raw.structure)
-
-    def expected(self, probs: Mapping[str, Tensor], default: Mapping[str, Any] | None = None):
-        a, c = self.cal.scale, self.cal.intercept
-        return a * self.raw.expected(probs, default) + self.counts.expected(probs, default) + c
-
-    def predict_index(self, idx: np.ndarray) -> np.ndarray:
-        raw = self.raw.predict_index(idx)["latency_ms"]
-        n = self.counts.predict_index(idx)["latency_ms"]
-        return self.cal.scale * raw + n + self.cal.intercept
-
-    def predict(self, archs: Sequence[Any]) -> np.ndarray:
-        samples = [getattr(a, "sample_dict", a) for a in archs]
-        return self.predict_index(self.raw.structure.encode(samples))
-
-
 def load_calibration(space: SearchSpace, raw: CostModel, table: LatencyTable) -> tuple:
     """The table's calibration file if present, else one fitted to the committed record."""
-    path = table.csv_path.with_name(f"{table.csv_path.stem}.{space.name}.calibration.json")
+    path = calibration_path(table.csv_path, space.name)
     if path.exists():
         return Calibration.load(path), {"source": str(path)}
     rec = json.loads(RECORD.read_text())
@@ -379,7 +340,7 @@ def rows_to_samples(space: SearchSpace, rows: np.ndarray) -> list[dict[str, Any]
 
 
 def latency_matched_randoms(
-    space: SearchSpace, cost: CalibratedCost, center_ms: float, n: int, seed: int
+    space: SearchSpace, cost: CostModel, center_ms: float, n: int, seed: int
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """n uniform random samples whose calibrated prediction is within ±10% of `center_ms`:
     rejection sampling over option-index matrices, predicted in one vectorized call each."""
@@ -388,7 +349,7 @@ def latency_matched_randoms(
     drawn = accepted = 0
     while len(chosen) < n and drawn < 1_000_000:
         rows = random_index_rows(space, 20_000, rng)
-        ok = np.abs(cost.predict_index(rows) - center_ms) <= 0.1 * center_ms
+        ok = np.abs(cost.predict_index(rows)["latency_ms"] - center_ms) <= 0.1 * center_ms
         drawn += len(rows)
         accepted += int(ok.sum())
         chosen.extend(rows[ok][: n - len(chosen)])
@@ -469,6 +430,7 @@ def search_one(
         "temperature_end": st.temperature_end,
         "arch_lr_schedule": st.arch_lr_schedule,
         "discretize": st.discretize,
+        "n_scored": st.n_scored,
         "tolerance": st.tolerance,
         "batch_size": st.search_batch,
         "seed": st.seed,
@@ -482,6 +444,17 @@ def search_one(
     return result, time.perf_counter() - t0
 
 
+def e2e(ctx: dict[str, Any], spec: ArchSpec, st: Settings) -> float:
+    """One arch's end-to-end latency (ms): the best of `measure_repeats` rounds of the
+    table's statistic."""
+    statistic = ctx["raw"].table.statistic
+    return float(
+        time_end_to_end(
+            ctx["entry"], ctx["backend"], [spec], 1, statistic, rounds=st.measure_repeats
+        ).min()
+    )
+
+
 def part_a(ctx: dict[str, Any], st: Settings) -> list[dict[str, Any]]:
     net, task, space, cost = ctx["net"], ctx["task"], ctx["space"], ctx["cost"]
     out = []
@@ -492,9 +465,7 @@ def part_a(ctx: dict[str, Any], st: Settings) -> list[dict[str, Any]]:
         raw = float(ctx["raw"].predict([spec])[0])
         cal = float(cost.predict([spec])[0])
         t0 = time.perf_counter()
-        measured = measure_end_to_end(
-            ctx["entry"], ctx["backend"], spec, batch=1, repeats=st.measure_repeats
-        )
+        measured = e2e(ctx, spec, st)
         log.info("(a) %s: calibrated %.3f ms, measured %.3f ms", spec.hash, cal, measured)
         measure_s = time.perf_counter() - t0
         out.append(
@@ -528,14 +499,14 @@ def remeasure(ctx: dict[str, Any], st: Settings, found: list[dict[str, Any]]) ->
 
     Passes are minutes apart (after the searches, after (b), after (c)): other people's jobs
     share these 2 cores and can slow a whole measurement window; interference only adds
-    time, so the min over passes (each the min of `measure_repeats` medians of the table's
-    runs) is the estimate of the undisturbed latency. Every pass is reported.
+    time, so the min over passes (each the best of `measure_repeats` rounds of the table's
+    statistic) is the estimate of the undisturbed latency. Every pass is reported.
     """
     space = ctx["space"]
     for a in found:
         spec = space.freeze(a["sample"])
         load = os.getloadavg()[0]  # the machine's 1-min load when the pass starts (2 cores)
-        m = measure_end_to_end(ctx["entry"], ctx["backend"], spec, 1, st.measure_repeats)
+        m = e2e(ctx, spec, st)
         a["measured_ms_passes"].append(round(m, 4))
         a.setdefault("later_passes", []).append(
             {
@@ -724,7 +695,8 @@ def main() -> None:
     ap.add_argument("--lam-lr", type=float, dest="lam_lr")
     ap.add_argument("--lr-arch", type=float, dest="lr_arch")
     ap.add_argument("--temperature-end", type=float, dest="temperature_end")
-    ap.add_argument("--discretize", choices=("argmax", "sampled"))
+    ap.add_argument("--discretize", choices=("argmax", "sampled", "scored"))
+    ap.add_argument("--n-scored", type=int, dest="n_scored")
     ap.add_argument("--tolerance", type=float)
     ap.add_argument("--arch-lr-schedule", choices=("constant", "cosine"), dest="arch_lr_schedule")
     ap.add_argument("--finetune-steps", type=int, dest="finetune_steps")
@@ -767,7 +739,7 @@ def main() -> None:
     table = LatencyTable.load(DATA_ROOT, args.device, args.backend)
     raw = CostModel(space, table)
     cal, cal_info = load_calibration(space, raw, table)
-    cost = CalibratedCost(raw, cal)
+    cost = CostModel(space, table, structure=raw.structure, calibration=cal)
     s = table.meta["settings"]
     backend = BACKENDS.get(args.backend)(threads=s["threads"], warmup=s["warmup"], runs=s["runs"])
 
@@ -799,8 +771,8 @@ def main() -> None:
                 "targets are end-to-end ms; the search's latency term is the CALIBRATED "
                 "prediction a·E[T_table] + E[Σ_kind b_kind·n_kind] + c (exact expectation, "
                 "differentiable); found archs are measured end to end with the table's backend "
-                "and settings (min over 3 passes minutes apart, each the min of "
-                "`measure_repeats` medians)"
+                "and settings (min over 3 passes minutes apart, each the best of "
+                "`measure_repeats` rounds of the table's statistic)"
             ),
             "calibration": {**cal_info, **cal.to_json()},
         },

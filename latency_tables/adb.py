@@ -116,12 +116,17 @@ class BenchmarkResult:
     first_ms: float
     warmup_avg_ms: float
     raw: str
+    min_ms: float
     p5_ms: float | None = None
     p95_ms: float | None = None
 
     def to_measurement(self) -> Measurement:
         return Measurement(
-            mean_ms=self.mean_ms, median_ms=self.median_ms, std_ms=self.std_ms, n=self.n
+            mean_ms=self.mean_ms,
+            median_ms=self.median_ms,
+            std_ms=self.std_ms,
+            n=self.n,
+            min_ms=self.min_ms,
         )
 
 
@@ -266,6 +271,8 @@ def parse_benchmark_output(text: str) -> BenchmarkResult:
         first_ms=_num(timings["first"]) * us,
         warmup_avg_ms=_num(timings["warmup"]) * us,
         raw=text,
+        # the all-same form prints only curr=, which is then every run's time
+        min_ms=stats.get("min", stats.get("curr", mean_us)) * us,
         p5_ms=stats["p5"] * us if "p5" in stats else None,
         p95_ms=stats["p95"] * us if "p95" in stats else None,
     )

@@ -39,9 +39,15 @@ class BuildReport:
 
 
 def open_table(
-    root: str | Path, device: str, backend: Backend, batch: int, force: bool = False
+    root: str | Path,
+    device: str,
+    backend: Backend,
+    batch: int,
+    force: bool = False,
+    statistic: str = "min_ms",
 ) -> LatencyTable:
-    """Open the device's table for `backend`, creating it; refuse a foreign one."""
+    """Open the device's table for `backend`, creating it (predicting with `statistic`);
+    refuse a foreign one."""
     csv_path, _ = table_paths(root, device, backend.name)
     meta = {
         "fingerprint": backend.fingerprint(),
@@ -51,7 +57,7 @@ def open_table(
         "batch": batch,
     }
     if not csv_path.exists():
-        return LatencyTable.create(root, device, backend.name, meta)
+        return LatencyTable.create(root, device, backend.name, {**meta, "statistic": statistic})
     table = LatencyTable.load(root, device, backend.name)
     for field in ("fingerprint", "settings", "batch"):
         have, want = table.meta.get(field), meta[field]
@@ -75,8 +81,12 @@ def build_table(
     keys: Sequence[BlockKey] | None = None,
     force: bool = False,
     progress: bool = True,
+    statistic: str = "min_ms",
 ) -> BuildReport:
-    """Measure the keys of `entry`'s space (or `keys`) missing from the device's table."""
+    """Measure the keys of `entry`'s space (or `keys`) missing from the device's table.
+
+    `statistic` is what a table created here predicts with (an existing table keeps its own).
+    """
     family = entry.family
     if family.block_model is None:
         raise ConfigError(
@@ -84,7 +94,7 @@ def build_table(
         )
     t0 = time.perf_counter()
     wanted = list(keys) if keys is not None else SpaceStructure(entry.space()).block_keys()
-    table = open_table(root, device, backend, batch, force)
+    table = open_table(root, device, backend, batch, force, statistic)
     have = table.ok() if retry_failed else {e.key.id: e for e in table.entries()}
     todo = [k for k in wanted if k.id not in have]
     log.info(

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from latency_tables.calibration import Calibration
 from latency_tables.kernels import KERNELS
 from latency_tables.keys import BlockKey
 from latency_tables.structure import KERNEL_INDEX, SpaceStructure
@@ -40,6 +41,9 @@ class CostModel:
     strict: a key of the space missing from the table raises `MissingLatencyEntryError`
     at construction, naming the keys and the command that measures them; with
     strict=False, latencies that need a missing key are NaN.
+
+    calibration: ``latency_ms`` (and `expected`) become a · T_table + Σ_kind b_kind · n_kind
+    + c (`latency_tables.calibration`); ``table_ms`` is always the raw table sum.
     """
 
     def __init__(
@@ -48,8 +52,10 @@ class CostModel:
         table: LatencyTable | None = None,
         strict: bool = True,
         structure: SpaceStructure | None = None,
+        calibration: Calibration | None = None,
     ) -> None:
         self.space = space
+        self.calibration = calibration
         self.structure = structure or SpaceStructure(space)
         self.table = table
         st = self.structure
@@ -81,43 +87,101 @@ class CostModel:
             if self.missing and strict:
                 raise MissingLatencyEntryError(table.missing_message(self.missing, space.name))
         self._kernel_t = torch.as_tensor(st.kernel)
+        self._build_gather()
+
+    def _build_gather(self) -> None:
+        """Flatten every cost into one table over (block, combo, slot, option of the slot's
+        quant label), so that a batch of samples costs one index computation per block and
+        one gather per cost instead of a dozen array passes per layer slot."""
+        st = self.structure
+        n_labels = len(st.labels)
+        width = st.kernel.shape[1]
+        self._slot_label: list[np.ndarray] = []  # per block (C, S'): label column, or n_labels
+        self._slot_base: list[np.ndarray] = []  # per block (C, S'): flat offset of option 0
+        tables: dict[str, list[np.ndarray]] = {
+            w: [] for w in ("table_ms", "latency_ms", "params", "macs", "bytes")
+        }
+        cal = self.calibration
+        offset = 0
+        for t, frac, lat in zip(st.blocks, self._frac, self._lat):
+            n_c, n_s = frac.shape
+            lab = t.label if t.label.shape[1] else np.full((n_c, 1), -1, dtype=np.int64)
+            has = lab >= 0
+            safe = np.maximum(lab, 0)
+            kern = np.where(has[..., None], st.kernel[safe], FP32)  # (C, S', O)
+            bits = np.where(has[..., None], st.w_bits[safe], 32.0)
+            f = frac[..., None]
+            # A block without conv/linear layers costs its fp32 entry, once (slot 0).
+            if not t.label.shape[1]:
+                f = np.ones_like(f)
+            lat_cso = np.take_along_axis(lat[:, None, :], kern.reshape(n_c, 1, -1), 2).reshape(
+                kern.shape
+            )
+            # padded slots (f = 0) must not turn a missing entry's NaN into a cost
+            raw = np.where(f > 0, f * lat_cso, 0.0)
+            tables["table_ms"].append(raw.ravel())
+            if cal is not None:
+                # a · T + b_kind once per present block (on its first slot)
+                per_block = np.array(
+                    [0.0 if sh is None else cal.per_block.get(sh[0], 0.0) for sh in t.shapes]
+                )
+                raw = cal.scale * raw
+                raw[:, 0, :] += per_block[:, None]
+            tables["latency_ms"].append(raw.ravel())
+            params = t.params if t.label.shape[1] else np.zeros((n_c, 1))
+            macs = t.macs if t.label.shape[1] else np.zeros((n_c, 1))
+            tables["params"].append(np.broadcast_to(params[..., None], kern.shape).ravel())
+            tables["macs"].append(np.broadcast_to(macs[..., None], kern.shape).ravel())
+            tables["bytes"].append((params[..., None] * bits / 8.0).ravel())
+            self._slot_label.append(np.where(has, lab, n_labels))
+            self._slot_base.append(offset + np.arange(n_c * n_s).reshape(n_c, n_s) * width)
+            offset += n_c * n_s * width
+        self._tables = {w: np.concatenate(v) for w, v in tables.items()}
+        # int32 indices halve the memory traffic of the hot path when the tables allow it
+        self._index_dtype = np.int32 if offset < 2**31 else np.int64
+        self._slot_label = [a.astype(self._index_dtype) for a in self._slot_label]
+        self._slot_base = [a.astype(self._index_dtype) for a in self._slot_base]
 
     # -- vectorized -------------------------------------------------------------------------
     def predict_index(
-        self, idx: np.ndarray, what: Sequence[str] = ("latency_ms",)
+        self, idx: np.ndarray, what: Sequence[str] = ("latency_ms",), chunk: int = 2048
     ) -> dict[str, np.ndarray]:
         """Costs of samples given as an option-index matrix (N, labels)."""
-        st = self.structure
-        idx = np.asarray(idx)
-        n = len(idx)
-        rows = np.arange(n)
-        out = {w: np.zeros(n) for w in what}
-        if "latency_ms" in out and self.table is None:
+        unknown = sorted(set(what) - set(self._tables))
+        if unknown:
+            raise ConfigError(f"unknown cost(s) {unknown}; choose from {sorted(self._tables)}")
+        if {"latency_ms", "table_ms"} & set(what) and self.table is None:
             raise ConfigError("this CostModel has no latency table; pass one to predict latency")
+        idx = np.asarray(idx)
+        out = {w: np.empty(len(idx)) for w in what}
+        # Chunks keep the (rows, slots) index matrix in cache.
+        for lo in range(0, len(idx), chunk):
+            flat = self._flat_index(idx[lo : lo + chunk])
+            for w in what:
+                out[w][lo : lo + chunk] = self._tables[w][flat].sum(1)
+        if "latency_ms" in out and self.calibration is not None:
+            out["latency_ms"] += self.calibration.intercept
+        return out
+
+    def _flat_index(self, idx: np.ndarray) -> np.ndarray:
+        """(N, slots) positions in the flattened cost tables of each sample's layer slots."""
+        st = self.structure
+        n, width = idx.shape
+        # A last all-zero column is the "option" of slots without a quant label; np.take on
+        # the raveled matrix is several times faster than 2-D fancy indexing.
+        dtype = self._index_dtype if n * (width + 1) < 2**31 else np.int64
+        ext = np.zeros((n, width + 1), dtype=dtype)
+        ext[:, :width] = idx
+        flat = ext.ravel()
+        row = (np.arange(n, dtype=dtype) * (width + 1))[:, None]
+        parts = []
         combos: dict[tuple[int, ...], np.ndarray] = {}  # blocks often share dependency labels
-        for t, frac, lat in zip(st.blocks, self._frac, self._lat):
+        for t, lab, base in zip(st.blocks, self._slot_label, self._slot_base):
             c = combos.get(t.deps)
             if c is None:
                 c = combos[t.deps] = t.combo_index(idx)  # (N,)
-            for s in range(t.label.shape[1]):
-                lab = t.label[c, s]  # (N,) quant label of this layer slot, -1 if none
-                has = lab >= 0
-                opt = np.where(has, idx[rows, np.maximum(lab, 0)], 0)
-                if "latency_ms" in out:
-                    k = np.where(has, st.kernel[np.maximum(lab, 0), opt], FP32)
-                    f = frac[c, s]
-                    # padded slots (f = 0) must not turn a missing entry's NaN into a cost
-                    out["latency_ms"] += np.where(f > 0, f * lat[c, k], 0.0)
-                if "params" in out:
-                    out["params"] += t.params[c, s]
-                if "macs" in out:
-                    out["macs"] += t.macs[c, s]
-                if "bytes" in out:
-                    bits = np.where(has, st.w_bits[np.maximum(lab, 0), opt], 32.0)
-                    out["bytes"] += t.params[c, s] * bits / 8.0
-            if "latency_ms" in out and t.label.shape[1] == 0:
-                out["latency_ms"] += lat[c, FP32]
-        return out
+            parts.append(np.take(base, c, axis=0) + np.take(flat, np.take(lab, c, axis=0) + row))
+        return np.concatenate(parts, 1)
 
     def predict(self, archs: Sequence[Mapping[str, Any] | ArchSpec]) -> np.ndarray:
         """Predicted latency (ms) of samples or specs."""
@@ -168,12 +232,17 @@ class CostModel:
         q.append(eye[FP32])  # index -1 → fp32
         qmat = torch.stack(q)  # (L + 1, K)
         total = torch.zeros((), dtype=dtype, device=dev)
+        glue = torch.zeros((), dtype=dtype, device=dev)
+        cal = self.calibration
         for t, frac, lat in zip(st.blocks, self._frac, self._lat):
             pc = torch.ones((), dtype=dtype, device=dev)
             for d in t.deps:  # P(c) = outer product of the dependency labels' probabilities
                 pc = torch.outer(pc.reshape(-1), vecs[d]).reshape(-1)
             pc = pc.reshape(-1)
             tck = torch.as_tensor(np.nan_to_num(lat, nan=0.0), dtype=dtype, device=dev)  # (C, K)
+            if cal is not None:  # b_kind · P(block present)
+                b = [0.0 if sh is None else cal.per_block.get(sh[0], 0.0) for sh in t.shapes]
+                glue = glue + (pc * torch.as_tensor(b, dtype=dtype, device=dev)).sum()
             if t.label.shape[1] == 0:
                 total = total + (pc * tck[:, FP32]).sum()
                 continue
@@ -181,4 +250,6 @@ class CostModel:
             per_slot = (qcs * tck[:, None, :]).sum(-1)  # (C, S)
             f = torch.as_tensor(frac, dtype=dtype, device=dev)
             total = total + (pc * (f * per_slot).sum(1)).sum()
+        if cal is not None:
+            return cal.scale * total + glue + cal.intercept
         return total

@@ -27,7 +27,7 @@ from nas.io import atomic_write_text, read_json, write_json
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the min_ms column and the meta's `statistic`
 COLUMNS = (
     "key",
     "kind",
@@ -37,11 +37,14 @@ COLUMNS = (
     "median_ms",
     "std_ms",
     "n",
+    "min_ms",
     "status",
     "error",
     "measured_at",
 )
 DATA_ROOT = Path(__file__).parent / "data"
+STATISTICS = ("min_ms", "median_ms", "mean_ms")
+"""What a table predicts with, chosen when it is created (meta `statistic`)."""
 
 
 def now() -> str:
@@ -61,9 +64,15 @@ class Entry:
     def row(self) -> list[str]:
         m = self.measurement
         stats = (
-            [f"{m.mean_ms:.6g}", f"{m.median_ms:.6g}", f"{m.std_ms:.6g}", str(m.n)]
+            [
+                f"{m.mean_ms:.6g}",
+                f"{m.median_ms:.6g}",
+                f"{m.std_ms:.6g}",
+                str(m.n),
+                f"{m.min_ms:.6g}",
+            ]
             if m
-            else ["", "", "", "0"]
+            else ["", "", "", "0", ""]
         )
         dims = json.dumps(dict(self.key.dims), sort_keys=True, separators=(",", ":"))
         return [
@@ -104,8 +113,12 @@ class LatencyTable:
             raise ConfigError(
                 f"a table already exists at {csv_path}; open it with LatencyTable.load"
             )
+        statistic = meta.get("statistic", "min_ms")
+        if statistic not in STATISTICS:
+            raise ConfigError(f"statistic {statistic!r} is unknown; choose one of {STATISTICS}")
         full = {
             "schema_version": SCHEMA_VERSION,
+            "statistic": statistic,
             "device": device,
             "backend": backend,
             "created": now(),
@@ -138,6 +151,10 @@ class LatencyTable:
         except (OSError, ValueError) as e:
             raise ConfigError(f"{meta_path} is not a readable table metadata file: {e}") from None
         version = meta.get("schema_version") if isinstance(meta, dict) else None
+        if version == SCHEMA_VERSION and meta.get("statistic") not in STATISTICS:
+            raise ConfigError(
+                f"{meta_path}: statistic {meta.get('statistic')!r} is not one of {STATISTICS}"
+            )
         if version != SCHEMA_VERSION:
             raise ConfigError(
                 f"{meta_path} has schema_version {version!r}; this mqnas reads version "
@@ -169,13 +186,18 @@ class LatencyTable:
             raise MissingLatencyEntryError(self.missing_message([k]))
         return self._entries[k]
 
+    @property
+    def statistic(self) -> str:
+        """The `Measurement` field this table predicts with (end-to-end checks use it too)."""
+        return str(self.meta["statistic"])
+
     def latency_ms(self, key: BlockKey | str) -> float:
-        """Median latency of a key; `MissingLatencyEntryError` if the table lacks it."""
+        """A key's latency (its `statistic`); `MissingLatencyEntryError` if the table lacks it."""
         k = key.id if isinstance(key, BlockKey) else key
         e = self._entries.get(k)
         if e is None or e.measurement is None:
             raise MissingLatencyEntryError(self.missing_message([k]))
-        return e.measurement.median_ms
+        return float(getattr(e.measurement, self.statistic))
 
     def missing(self, keys: Iterable[BlockKey]) -> list[BlockKey]:
         return [k for k in keys if k not in self]
@@ -219,6 +241,7 @@ class LatencyTable:
                     "median_ms": m.median_ms if m else None,
                     "std_ms": m.std_ms if m else None,
                     "n": m.n if m else 0,
+                    "min_ms": m.min_ms if m else None,
                     "status": e.status,
                 }
             )
@@ -251,6 +274,7 @@ def _read_rows(path: Path) -> dict[str, Entry]:
                     float(rec["median_ms"]),
                     float(rec["std_ms"]),
                     int(rec["n"]),
+                    float(rec["min_ms"]),
                 )
                 if rec["status"] == "ok"
                 else None

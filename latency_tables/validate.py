@@ -2,22 +2,15 @@
 
 `validate` samples architectures, measures each whole model with the table's
 backend, and compares with the table's prediction: MAPE, share within ±5% /
-±10%, Kendall τ and Spearman ρ. It then fits a calibration — a residual model
-over key-level features:
-
-    measured ≈ a · predicted + Σ_kind b_kind · n_kind + c
-
-(n_kind = blocks of each kind: the per-block glue a block-level table cannot
-see, such as concatenations and reshapes between blocks), by ridge-regularised
-least squares, and reports the calibrated figures by leave-one-out so they are
-not measured on the data they were fitted on. The calibration is JSON.
+±10%, Kendall τ and Spearman ρ. It then fits a calibration
+(`latency_tables.calibration`) and reports the calibrated figures by
+leave-one-out, so they are not measured on the data they were fitted on.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,77 +18,16 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from latency_tables.backends.base import Backend
+from latency_tables.calibration import Calibration, block_counts, calibration_path
 from latency_tables.cost import CostModel
 from latency_tables.kernels import kernel_of
+from latency_tables.measurement import Measurement
 from nas.errors import ConfigError
-from nas.io import read_json, write_json
+from nas.io import write_json
 from nas.spec import ArchSpec
 from nas.supernet import SpaceEntry
 
 log = logging.getLogger(__name__)
-
-
-def block_counts(spec: ArchSpec, kinds: Sequence[str]) -> np.ndarray:
-    counts = dict.fromkeys(kinds, 0)
-    for b in spec.blocks:
-        if b.kind in counts:
-            counts[b.kind] += 1
-    return np.array([counts[k] for k in kinds], dtype=float)
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """measured ≈ scale · predicted + Σ per_block[kind] · n_kind + intercept (ms)."""
-
-    scale: float
-    per_block: dict[str, float]
-    intercept: float
-    n_fit: int
-
-    def apply(self, predicted: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        b = np.array(list(self.per_block.values()))
-        return self.scale * np.asarray(predicted) + counts @ b + self.intercept
-
-    def to_json(self) -> dict[str, Any]:
-        return {"format": "mqnas-latency-calibration/1", **asdict(self)}
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Calibration:
-        if d.get("format") != "mqnas-latency-calibration/1":
-            raise ConfigError(f"not an mqnas latency calibration: format {d.get('format')!r}")
-        return cls(
-            float(d["scale"]),
-            {k: float(v) for k, v in d["per_block"].items()},
-            float(d["intercept"]),
-            int(d["n_fit"]),
-        )
-
-    @classmethod
-    def load(cls, path: str | Path) -> Calibration:
-        return cls.from_json(read_json(path))
-
-    @classmethod
-    def fit(
-        cls,
-        predicted: np.ndarray,
-        counts: np.ndarray,
-        measured: np.ndarray,
-        kinds: Sequence[str],
-        ridge: float = 1e-2,
-    ) -> Calibration:
-        # Kinds whose count never varies here are absorbed by the intercept.
-        varies = counts.std(0) > 0
-        x = np.column_stack([predicted, counts[:, varies], np.ones(len(predicted))])
-        # Ridge on the per-block terms only (standardised first), so that a handful of
-        # architectures cannot buy a perfect fit with many block counts.
-        sd = np.ones(x.shape[1])
-        sd[1:-1] = counts[:, varies].std(0)
-        xs = x / sd
-        reg = np.diag([0.0] + [ridge * len(x)] * int(varies.sum()) + [0.0])
-        w = np.linalg.lstsq(xs.T @ xs + reg, xs.T @ measured, rcond=None)[0] / sd
-        per_block = dict.fromkeys(kinds, 0.0)
-        per_block.update(zip([k for k, v in zip(kinds, varies) if v], map(float, w[1:-1])))
-        return cls(float(w[0]), per_block, float(w[-1]), len(x))
 
 
 def metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
@@ -123,13 +55,10 @@ def loo_calibrated(
     return out
 
 
-def measure_end_to_end(
-    entry: SpaceEntry, backend: Backend, spec: ArchSpec, batch: int, repeats: int = 3
-) -> float:
-    """End-to-end latency (ms) of one architecture on `backend`: the smallest of `repeats`
-    medians. On a shared machine a whole timing window can be disturbed (seen here: the
-    same model at 18 ms, then 14 and 13 ms); the converted model is cached by the backend,
-    so repeats cost timing only."""
+def end_to_end_runner(
+    entry: SpaceEntry, backend: Backend, spec: ArchSpec, batch: int
+) -> Callable[[], Measurement]:
+    """Convert one architecture's whole model for `backend`; each call times it again."""
     family = entry.family
     if family.standalone_model is None:
         raise ConfigError(
@@ -140,7 +69,51 @@ def measure_end_to_end(
     plan = {
         prefix + layer.path: backend.kernel_map[kernel_of(layer.quant)] for layer in spec.layers
     }
-    return min(backend.measure(module, inputs, plan).median_ms for _ in range(repeats))
+    return backend.prepare(module, inputs, plan)
+
+
+def time_end_to_end(
+    entry: SpaceEntry,
+    backend: Backend,
+    specs: Sequence[ArchSpec],
+    batch: int = 1,
+    statistic: str = "min_ms",
+    rounds: int = 3,
+    progress: bool = False,
+) -> np.ndarray:
+    """`statistic` (ms; use the table's) of every architecture's whole model in each of
+    `rounds` interleaved rounds over all of them: (rounds, len(specs)).
+
+    On a shared machine a slow spell lasts seconds (seen here: one model's median at 8, 13
+    and 12 ms in three rounds); interleaving makes a spell hit one round of several models
+    instead of every round of one. Load only ever adds time, so a model's best round
+    (``.min(0)``) is its own cost. Every model is converted once, before the first round.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be ≥ 1, got {rounds}")
+    runners = [
+        end_to_end_runner(entry, backend, s, batch)
+        for s in tqdm(specs, desc="converting", unit="arch", disable=not progress)
+    ]
+    times = np.empty((rounds, len(specs)))
+    with tqdm(
+        total=rounds * len(specs), desc="end-to-end rounds", unit="run", disable=not progress
+    ) as bar:
+        for r in range(rounds):
+            for i, run in enumerate(runners):
+                times[r, i] = getattr(run(), statistic)
+                bar.update()
+    return times
+
+
+def repeatability(times: np.ndarray) -> float | None:
+    """Kendall τ between the best of the even and the best of the odd rounds: how well the
+    end-to-end measurement ranks the architectures against itself (None below 2 rounds)."""
+    from scipy import stats
+
+    if len(times) < 2:
+        return None
+    return float(stats.kendalltau(times[0::2].min(0), times[1::2].min(0)).statistic)
 
 
 def validate(
@@ -152,26 +125,29 @@ def validate(
     batch: int = 1,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    rounds: int = 5,
 ) -> dict[str, Any]:
-    """Measure `n` random architectures end to end and compare with the table."""
+    """Measure `n` random architectures end to end (`rounds` interleaved rounds, the
+    table's statistic) and compare with the table."""
     space = entry.space()
     samples = space.sample_many(n, rng=seed)
     specs = [space.freeze(s) for s in samples]
-    predicted = cost.predict(specs)
     kinds = sorted({b.kind for s in specs for b in s.blocks})
     counts = np.stack([block_counts(s, kinds) for s in specs])
-    measured = np.array(
-        [
-            measure_end_to_end(entry, backend, s, batch)
-            for s in tqdm(specs, desc="end-to-end", unit="arch", disable=not progress)
-        ]
-    )
+    # the raw table sum (a calibrated CostModel is refitted from scratch)
+    predicted = cost.costs(specs, ("table_ms",))["table_ms"]
+    statistic = cost.table.statistic  # type: ignore[union-attr]  (predict needs the table)
+    times = time_end_to_end(entry, backend, specs, batch, statistic, rounds, progress)
+    measured = times.min(0)
     calibrated = loo_calibrated(predicted, counts, measured, kinds)
     cal = Calibration.fit(predicted, counts, measured, kinds)
     report = {
         "space": space.name,
         "n": n,
         "seed": seed,
+        "statistic": statistic,
+        "rounds": rounds,
+        "repeatability_tau": repeatability(times),
         "raw": metrics(predicted, measured),
         "calibrated_loo": metrics(calibrated, measured),
         "calibration": cal.to_json(),
@@ -188,7 +164,7 @@ def validate(
     if out_dir is not None:
         out = Path(out_dir)
         stem = f"{backend.name}.{space.name}"
-        write_json(out / f"{stem}.calibration.json", cal.to_json())
+        write_json(calibration_path(out / f"{backend.name}.csv", space.name), cal.to_json())
         write_json(out / f"{stem}.validation.json", report)
         scatter(
             predicted,

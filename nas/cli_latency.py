@@ -3,7 +3,7 @@
 nas latency build    --space S --backend B --device D [--serial X] [--threads N] …
 nas latency coverage --space S --backend B --device D
 nas latency show     --backend B --device D
-nas latency validate --space S --backend B --device D [--n 30]
+nas latency validate --space S --backend B --device D [--n 30] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -81,6 +81,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             retries=args.retries,
             retry_failed=args.retry_failed,
             force=args.force,
+            statistic=args.statistic,
         )
     sys.stdout.write(
         f"{rep.table}: {rep.needed} keys needed, {rep.already} already measured, "
@@ -119,7 +120,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     df = table.to_frame()
     if len(df):
         ok = df[df.status == "ok"]
-        summary = ok.groupby(["kind", "kernel"]).median_ms.agg(["count", "median", "min", "max"])
+        stat = table.statistic
+        summary = ok.groupby(["kind", "kernel"])[stat].agg(["count", "median", "min", "max"])
+        sys.stdout.write(f"{stat} per kind and kernel:\n")
         sys.stdout.write(summary.to_string(float_format=lambda v: f"{v:.4g}") + "\n")
     failed = table.failed()
     sys.stdout.write(f"{len(table)} keys measured, {len(failed)} failed\n")
@@ -145,6 +148,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             n=args.n,
             seed=args.seed,
             batch=table.meta.get("batch", 1),
+            rounds=args.rounds,
             out_dir=table.csv_path.parent,
         )
     brief = {k: report[k] for k in ("space", "n", "raw", "calibrated_loo")}
@@ -154,6 +158,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def add_latency_parser(sub: argparse._SubParsersAction) -> None:
+    from latency_tables.table import STATISTICS  # light: csv and json only
+
     lat = sub.add_parser("latency", help="build, check, show and validate latency tables")
     lsub = lat.add_subparsers(dest="latency_command", required=True)
     p = lsub.add_parser("build", help="measure every key a space needs that the table lacks")
@@ -171,6 +177,13 @@ def add_latency_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--force", action="store_true", help="add to a table measured with other settings"
     )
+    p.add_argument(
+        "--statistic",
+        choices=STATISTICS,
+        default="min_ms",
+        help="what a new table predicts with: the fastest run (default; steadiest on a shared "
+        "host), the median or the mean of the timed runs; every one is stored",
+    )
     p.set_defaults(func=cmd_build)
     p = lsub.add_parser("coverage", help="keys a space needs that the table lacks")
     _common(p)
@@ -186,4 +199,10 @@ def add_latency_parser(sub: argparse._SubParsersAction) -> None:
     _backend_opts(p)
     p.add_argument("--n", type=int, default=30, help="architectures to measure end to end")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="timing rounds over all architectures; each keeps its best round",
+    )
     p.set_defaults(func=cmd_validate)

@@ -73,6 +73,11 @@ class LatencyConfig(_Section):
     warmup: int = Field(10, ge=0, description="warm-up runs per key (a new table only)")
     runs: int = Field(50, ge=1, description="timed runs per key (a new table only)")
     serial: str | None = Field(None, description="adb: the device's serial")
+    calibrated: bool = Field(
+        True,
+        description="predict with the table's calibration for this space when there is one "
+        "(`nas latency validate` fits it); false: the raw table sum",
+    )
 
 
 class SupernetConfig(_Section):
@@ -113,6 +118,11 @@ class OneShotConfig(_Section):
     lr_arch: float = Field(5e-2, gt=0)
     policies: list[Literal["dqss", "pas", "depth"]] = Field(
         default_factory=lambda: ["dqss", "pas", "depth"]
+    )
+    discretize: Literal["argmax", "sampled", "scored"] = Field(
+        "argmax",
+        description="argmax of every label; sampled: the most probable of 512 draws within "
+        "±3% of the target; scored: of the 16 most probable such draws, the best on the supernet",
     )
 
 

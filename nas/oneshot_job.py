@@ -50,6 +50,7 @@ def run_oneshot(
         batch_size=cfg.task.batch_size,
         mode=o.mode,
         search=[POLICY_KINDS[p] for p in o.policies],
+        discretize=o.discretize,
         device=cfg.device,
         seed=cfg.seed,
     ).run(progress=progress)

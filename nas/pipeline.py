@@ -63,8 +63,10 @@ def table_location(cfg: ExperimentConfig) -> tuple[Path, str]:
 
 
 def load_cost_model(cfg: ExperimentConfig, entry: SpaceEntry, progress: bool = True):
-    """The cost model of the experiment's table; measures missing keys when allowed."""
+    """The cost model of the experiment's table (calibrated when the table has a calibration
+    for the space); measures missing keys when allowed."""
     from latency_tables.build import build_table
+    from latency_tables.calibration import Calibration, calibration_path
     from latency_tables.cost import CostModel
     from latency_tables.structure import SpaceStructure
     from latency_tables.table import LatencyTable, table_paths
@@ -96,7 +98,14 @@ def load_cost_model(cfg: ExperimentConfig, entry: SpaceEntry, progress: bool = T
         with make_backend(cfg) as backend:
             build_table(entry, backend, root, device, progress=progress)
         table = LatencyTable.load(root, device, backend_name)
-    return CostModel(entry.space(), table, strict=True, structure=structure)
+    cal_path = calibration_path(csv_path, structure.space.name)
+    calibration = None
+    if cfg.latency.calibrated and cal_path.exists():
+        calibration = Calibration.load(cal_path)
+        log.info("latency: the table sum calibrated by %s", cal_path)
+    return CostModel(
+        entry.space(), table, strict=True, structure=structure, calibration=calibration
+    )
 
 
 def check_budgets(cfg: ExperimentConfig, space, cost) -> None:
@@ -264,6 +273,7 @@ class RunContext:
 
     config_json: str
     run_dir: str
+    progress: bool = True  # progress bars of work done outside trials (weak labels)
 
     @property
     def cfg(self) -> ExperimentConfig:
@@ -328,7 +338,7 @@ def predictor_inputs(ctx: RunContext, cost) -> dict[str, Any]:
     def weak_fn(samples: Sequence[Mapping[str, Any]]) -> np.ndarray:
         net = ctx.supernet()
         ev = SupernetEvaluator(net, build_task(cfg, net))
-        scores = ev.score_many(samples)
+        scores = ev.score_many(samples, progress=ctx.progress)
         c = cost.costs(samples, ("latency_ms", "params"))
         return np.stack([scores, c["latency_ms"], c["params"]], 1)
 
@@ -368,7 +378,7 @@ def run_search(
     supernet = build_supernet(cfg, entry)
     task = build_task(cfg, supernet)
     train_supernet(cfg, run, supernet, task, progress)
-    ctx = RunContext(json.dumps(cfg.model_dump(mode="json")), str(run.path))
+    ctx = RunContext(json.dumps(cfg.model_dump(mode="json")), str(run.path), progress)
     if cfg.search.kind == "oneshot":
         from nas.oneshot_job import run_oneshot
 

@@ -54,17 +54,19 @@ def export_context(cfg: ExperimentConfig, supernet: Supernet) -> dict[str, Any]:
     return {"experiment": cfg.model_dump(mode="json"), "io": asdict(DenoiserIO.of(supernet))}
 
 
-def measure_arch(cfg: ExperimentConfig, entry: SpaceEntry, sample: dict[str, Any]) -> float | None:
-    """End-to-end latency (ms) of one architecture with the table's backend, if it runs here
-    (the smallest of 3 medians, as `nas latency validate` measures)."""
-    from latency_tables.validate import measure_end_to_end
+def measure_arch(
+    cfg: ExperimentConfig, entry: SpaceEntry, sample: dict[str, Any], statistic: str
+) -> float | None:
+    """End-to-end latency (ms) of one architecture with the table's backend and statistic,
+    if it runs here (the best of 3 rounds, as `nas latency validate` measures)."""
+    from latency_tables.validate import time_end_to_end
     from nas.pipeline import HOST_BACKENDS, make_backend
 
     if not cfg.export.measure or cfg.latency.backend not in HOST_BACKENDS:
         return None
     spec = entry.space().freeze(sample)
     with make_backend(cfg) as backend:
-        return float(measure_end_to_end(entry, backend, spec, batch=1))
+        return float(time_end_to_end(entry, backend, [spec], statistic=statistic).min())
 
 
 def finish_run(
@@ -100,7 +102,7 @@ def finish_run(
                 "arch": space.freeze(sample).short(),
                 "val_loss": metrics["val_loss"],
                 "predicted_latency_ms": metrics["latency_ms"],
-                "measured_latency_ms": measure_arch(cfg, entry, sample),
+                "measured_latency_ms": measure_arch(cfg, entry, sample, cost.table.statistic),
                 "params": metrics["params"],
                 "bytes": metrics["bytes"],
                 "export": str(out),

@@ -11,8 +11,10 @@ Options of a `Choice` are listed from the smallest / cheapest to the largest:
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +87,8 @@ class SearchSpace:
         if not choices:
             raise ConfigError(f"search space {name!r} has no choices")
         self._choices: dict[str, Choice] = {}
+        self._lookup: list[dict[Any, int]] | None = None  # built by the first encode
+        self._getter: Callable[[Mapping[str, Any]], Any] | None = None
         for label, c in choices.items():
             if not isinstance(label, str) or not label:
                 raise ConfigError(f"search-space labels must be non-empty strings, got {label!r}")
@@ -198,14 +202,7 @@ class SearchSpace:
         to [0, 1], float32) or ``onehot`` (one column per label and option).
         """
         samples = list(samples)
-        lookups = [
-            {json.dumps(o): i for i, o in enumerate(c.options)} for c in self._choices.values()
-        ]
-        idx = np.empty((len(samples), len(self._choices)), dtype=np.int64)
-        for r, s in enumerate(samples):
-            s = self.validate(s)
-            for j, (lab, lk) in enumerate(zip(self._choices, lookups)):
-                idx[r, j] = lk[json.dumps(s[lab])]
+        idx = self._index_matrix(samples)
         if kind == "index":
             return idx
         sizes = np.array([len(c) for c in self._choices.values()])
@@ -218,11 +215,52 @@ class SearchSpace:
             return out
         raise ConfigError(f"encode kind {kind!r} is unknown; use 'index', 'ordinal' or 'onehot'")
 
+    def _index_matrix(self, samples: list[Mapping[str, Any]]) -> np.ndarray:
+        """Option index of every label of every sample, (N, labels) int64.
+
+        The hot path of vectorized costs: one C-level dict lookup per value (values
+        match options by equality, so True matches an option 1; `validate` is stricter).
+        A sample that does not map is validated to raise the error that names its fault.
+        """
+        if self._lookup is None:
+            self._lookup = [
+                {_option_key(o): i for i, o in enumerate(c.options)} for c in self._choices.values()
+            ]
+            self._getter = operator.itemgetter(*self._choices)
+        lookup, getter, n = self._lookup, self._getter, len(self._choices)
+
+        def row(s: Mapping[str, Any]) -> Iterator[int]:
+            if len(s) != n:
+                raise KeyError("labels differ")
+            return map(dict.__getitem__, lookup, getter(s) if n > 1 else (getter(s),))
+
+        try:
+            flat = np.fromiter(
+                itertools.chain.from_iterable(map(row, samples)),
+                dtype=np.int64,
+                count=len(samples) * n,
+            )
+            return flat.reshape(len(samples), n)
+        except (KeyError, TypeError):
+            pass
+        # Slow path: `validate` raises the error that names a foreign sample's fault;
+        # unhashable values (lists) are looked up by their JSON text.
+        rows = [
+            [lk[_option_key(v)] for lk, v in zip(lookup, self.validate(s).values())]
+            for s in samples
+        ]
+        return np.array(rows, dtype=np.int64).reshape(len(samples), n)
+
     def decode(self, idx: np.ndarray) -> list[Sample]:
         """Inverse of ``encode(kind='index')``."""
         idx = np.atleast_2d(np.asarray(idx))
         choices = list(self._choices.items())
         return [{lab: c.options[int(row[j])] for j, (lab, c) in enumerate(choices)} for row in idx]
+
+
+def _option_key(value: Any) -> Any:
+    """A dict key for an option value: itself, or its JSON text when unhashable."""
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
 
 
 def sample_to_json(sample: Mapping[str, Any]) -> str:

@@ -11,10 +11,11 @@ that alias in its metadata, so nobody mistakes a fallback for a measurement.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
@@ -86,6 +87,17 @@ class Backend(ABC):
     @abstractmethod
     def measure(self, module: nn.Module, inputs: tuple[Tensor, ...], plan: Plan) -> Measurement:
         """Latency of `module(*inputs)` with the conv/linear layers on `plan`'s kernels."""
+
+    def prepare(
+        self, module: nn.Module, inputs: tuple[Tensor, ...], plan: Plan
+    ) -> Callable[[], Measurement]:
+        """Convert once; each call of the result times the converted model again.
+
+        End-to-end checks time many models in interleaved rounds, so that a slow spell
+        of a shared machine hits one round of every model rather than every round of one.
+        By default each call measures afresh (backends cache conversions by content).
+        """
+        return functools.partial(self.measure, module, inputs, plan)
 
     def close(self) -> None:
         """Release devices / sessions (no-op by default)."""

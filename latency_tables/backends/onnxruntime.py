@@ -48,7 +48,7 @@ import io
 import logging
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -462,8 +462,13 @@ class OnnxRuntimeBackend(Backend):
         except Exception as e:
             raise ConversionError(f"onnxruntime could not load the model: {e}") from e
 
-    def measure(self, module: nn.Module, inputs: tuple[Tensor, ...], plan: Plan) -> Measurement:
+    def prepare(
+        self, module: nn.Module, inputs: tuple[Tensor, ...], plan: Plan
+    ) -> Callable[[], Measurement]:
         model = to_onnx(module, inputs, plan, exporter=self.options["exporter"])
         sess = self.session(model)
         data = feed([i.name for i in sess.get_inputs()], inputs)
-        return time_runs(lambda: sess.run(None, data), self.warmup, self.runs)
+        return lambda: time_runs(lambda: sess.run(None, data), self.warmup, self.runs)
+
+    def measure(self, module: nn.Module, inputs: tuple[Tensor, ...], plan: Plan) -> Measurement:
+        return self.prepare(module, inputs, plan)()

@@ -453,7 +453,9 @@ class TFLiteBackend(Backend):
             **litert_versions(),
         }
 
-    def measure(self, module: nn.Module, inputs: tuple[Tensor, ...], plan: Plan) -> Measurement:
+    def prepare(
+        self, module: nn.Module, inputs: tuple[Tensor, ...], plan: Plan
+    ) -> Callable[[], Measurement]:
         from ai_edge_litert.interpreter import Interpreter
 
         kernels = resolve_plan(module, plan, self.kernel_map)
@@ -465,4 +467,7 @@ class TFLiteBackend(Backend):
             raise ConversionError(f"the LiteRT interpreter could not load the model: {e}") from e
         for d, t in zip(_check_arity(signature_inputs(interp), inputs), inputs):
             interp.set_tensor(d["index"], _as_numpy(d, t))
-        return time_runs(interp.invoke, self.warmup, self.runs)
+        return lambda: time_runs(interp.invoke, self.warmup, self.runs)
+
+    def measure(self, module: nn.Module, inputs: tuple[Tensor, ...], plan: Plan) -> Measurement:
+        return self.prepare(module, inputs, plan)()

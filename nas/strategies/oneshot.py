@@ -35,7 +35,12 @@ follows FBNet (Wu et al., CVPR 2019, which samples its final architectures from 
 distribution P_θ): it draws `n_candidates` architectures from the final per-label
 probabilities, adds the argmax, keeps those whose predicted cost (``cost_model.predict``)
 is within ±`tolerance` of the target, and returns the most probable of them,
-argmax_a Σ_L log p_L(a_L); the closest to the target when none is.
+argmax_a Σ_L log p_L(a_L); the closest to the target when none is. ``discretize="scored"``
+ranks the same candidates within tolerance by probability and returns, of the `n_scored`
+most probable, the one whose weight-shared sub-network has the lowest validation loss on
+the supernet (the derivation step of SPOS, Guo et al., ECCV 2020, restricted to the learned
+distribution): a briefly searched distribution is nearly flat, so its probabilities alone
+hardly tell its draws apart, while the supernet can.
 
 Warm-up (DQSS' remedy for under-fitting): for the first `warmup_steps` the architecture
 parameters are frozen (no gradient, no optimizer step) and only the weights train under
@@ -65,7 +70,7 @@ from nas.spec import Sample
 log = logging.getLogger(__name__)
 
 PENALTIES = ("hinge", "log")
-DISCRETIZE = ("argmax", "sampled")
+DISCRETIZE = ("argmax", "sampled", "scored")
 SCHEDULES = ("constant", "linear", "auto")
 ARCH_LR_SCHEDULES = ("constant", "cosine")
 MODES = ("joint", "ptq")
@@ -136,6 +141,7 @@ class OneShotSearch:
         arch_lr_schedule: str = "constant",
         discretize: str = "argmax",
         n_candidates: int = 512,
+        n_scored: int = 16,
         tolerance: float = 0.03,
         batch_size: int = 8,
         mode: str = "joint",
@@ -172,14 +178,15 @@ class OneShotSearch:
             raise ConfigError(
                 f"discretize {discretize!r} is unknown; use one of {list(DISCRETIZE)}"
             )
-        if discretize == "sampled" and not hasattr(cost_model, "predict"):
+        if discretize != "argmax" and not hasattr(cost_model, "predict"):
             raise ConfigError(
-                'discretize="sampled" needs a cost model with predict(samples); pass a '
+                f"discretize={discretize!r} needs a cost model with predict(samples); pass a "
                 'CostModel with a latency table or use discretize="argmax"'
             )
-        if n_candidates < 1 or not tolerance >= 0:
+        if n_candidates < 1 or n_scored < 1 or not tolerance >= 0:
             raise ConfigError(
-                f"need n_candidates >= 1 and tolerance >= 0, got {n_candidates}, {tolerance}"
+                "need n_candidates >= 1, n_scored >= 1 and tolerance >= 0, got "
+                f"{n_candidates}, {n_scored}, {tolerance}"
             )
         if arch_optimizer not in ARCH_OPTIMIZERS:
             raise ConfigError(
@@ -202,6 +209,7 @@ class OneShotSearch:
         self.arch_lr_schedule = arch_lr_schedule
         self.discretize = discretize
         self.n_candidates = int(n_candidates)
+        self.n_scored = int(n_scored)
         self.tolerance = float(tolerance)
         self.batch_size = int(batch_size)
         self.mode = mode
@@ -318,7 +326,7 @@ class OneShotSearch:
         sample, predicted, argmax_ms = argmax, math.nan, math.nan
         if hasattr(self.cost_model, "predict"):
             predicted = argmax_ms = float(self.cost_model.predict([argmax])[0])
-        if self.discretize == "sampled":
+        if self.discretize != "argmax":
             sample, predicted = self._sampled(argmax, final_probs)
         log.info(
             "one-shot search: E[T]=%.4g ms, argmax %.4g ms, returned sample %.4g ms (target %.4g)",
@@ -355,6 +363,8 @@ class OneShotSearch:
         ok = err <= self.tolerance
         if ok.any():
             i = int(np.argmax(np.where(ok, logp.numpy(), -np.inf)))
+            if self.discretize == "scored":
+                i = self._best_scored(cands, np.where(ok, logp.numpy(), -np.inf))
         else:
             i = int(np.argmin(err))
         log.info(
@@ -368,6 +378,23 @@ class OneShotSearch:
             float(logp[i]),
         )
         return cands[i], float(cost[i])
+
+    def _best_scored(self, cands: list[Sample], logp: np.ndarray) -> int:
+        """Index of the lowest supernet validation loss among the `n_scored` most probable
+        candidates (-inf log p: outside the tolerance)."""
+        order = [int(j) for j in np.argsort(-logp)[: self.n_scored] if np.isfinite(logp[j])]
+        losses = []
+        for j in order:
+            with self.supernet.activate(cands[j]):
+                losses.append(float(self.task.validate(self.supernet)["val_loss"]))
+        best = order[int(np.argmin(losses))]
+        log.info(
+            "scored discretization: supernet val loss %.5g (most probable: %.5g) over %d",
+            min(losses),
+            losses[0],
+            len(order),
+        )
+        return best
 
     def _step(
         self,

@@ -159,8 +159,10 @@ def write_checkpoint(
     model: Mapping[str, Tensor],
     optimizer: Mapping[str, Tensor],
     state: Mapping[str, Any],
+    keep: int | None = None,
 ) -> Path:
-    """Write ``<directory>/step_<step>`` atomically and point `latest.json` at it."""
+    """Write ``<directory>/step_<step>`` atomically and point `latest.json` at it; with
+    `keep`, delete all but the `keep` latest step directories afterwards."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     # temporary directories a crash left mid-write (one writer per directory)
@@ -190,7 +192,21 @@ def write_checkpoint(
         raise
     _write_json_atomic(directory / LATEST, {"step": step, "path": final.name})
     log.info("checkpoint written: %s", final)
+    if keep is not None:
+        _prune(directory, keep, final)
     return final
+
+
+def _prune(directory: Path, keep: int, latest: Path) -> None:
+    """Delete the step directories older than the `keep` latest (never `latest`)."""
+    steps = sorted(
+        (int(p.name[5:]), p)
+        for p in directory.glob("step_*")
+        if p.is_dir() and p.name[5:].isdigit()
+    )
+    for _, path in steps[: max(0, len(steps) - max(keep, 1))]:
+        if path != latest:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 # -- reading ----------------------------------------------------------------------------

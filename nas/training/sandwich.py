@@ -128,7 +128,8 @@ class SupernetTrainer:
     """Train a supernet's shared weights with the sandwich rule (see the module docstring).
 
     `checkpoint_dir` (a run's ``checkpoints/``) receives a checkpoint every
-    `checkpoint_every` steps and at the end; `resume=True` (or `resume(dir)`)
+    `checkpoint_every` steps and at the end (the `keep_checkpoints` latest are kept; None:
+    all); `resume=True` (or `resume(dir)`)
     continues from its latest one. `val_every` > 0 runs `task.validate` on the max
     and min sub-networks every that many steps (keys ``max/<metric>``,
     ``min/<metric>`` of that step's history entry).
@@ -155,6 +156,7 @@ class SupernetTrainer:
         val_every: int = 0,
         progress: bool = True,
         resume: bool = False,
+        keep_checkpoints: int | None = 2,
     ) -> None:
         self.config = TrainerConfig(
             steps=steps,
@@ -182,6 +184,8 @@ class SupernetTrainer:
             )
         self.space = supernet.space
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        # the latest and the one before (in case the latest is damaged); None keeps all
+        self.keep_checkpoints = keep_checkpoints
         self.progress = progress
         self.rng = np.random.default_rng(seed)
         self._max = self.space.max()
@@ -339,7 +343,14 @@ class SupernetTrainer:
             "rng": {"numpy": self.rng.bit_generator.state},
             "history": self.history,
         }
-        return write_checkpoint(directory, self.step, self.supernet.state_dict(), tensors, state)
+        return write_checkpoint(
+            directory,
+            self.step,
+            self.supernet.state_dict(),
+            tensors,
+            state,
+            keep=self.keep_checkpoints,
+        )
 
     def resume(self, checkpoint_dir: str | Path | None = None) -> int:
         """Load the latest checkpoint of `checkpoint_dir` (default: the trainer's); return its step.

@@ -250,7 +250,8 @@ def test_parse_benchmark_output_with_percentiles() -> None:
     assert math.isclose(r.p95_ms or 0, 1.420)
     assert (r.init_ms, r.first_ms) == (pytest.approx(4.537), pytest.approx(1.566))
     assert math.isclose(r.warmup_avg_ms, 1.38705)
-    assert r.to_measurement() == Measurement(r.mean_ms, r.median_ms, r.std_ms, 727)
+    assert math.isclose(r.min_ms, 1.349)  # the timed block's min, not the warm-up's
+    assert r.to_measurement() == Measurement(r.mean_ms, r.median_ms, r.std_ms, 727, r.min_ms)
 
 
 def test_parse_benchmark_output_without_percentiles() -> None:
@@ -259,6 +260,7 @@ def test_parse_benchmark_output_without_percentiles() -> None:
     assert math.isclose(r.mean_ms, 16.1614) and r.median_ms == r.mean_ms  # no median printed
     assert math.isclose(r.std_ms, 0.096) and r.p5_ms is None and r.p95_ms is None
     assert math.isclose(r.first_ms, 28.391) and math.isclose(r.init_ms, 2.158)
+    assert math.isclose(r.min_ms, 15.993)
 
 
 def test_parse_stats_line_variants() -> None:

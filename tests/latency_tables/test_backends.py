@@ -340,7 +340,7 @@ WHOLE = [("test_mobile_unet", 3), ("test_mobile_dit", 1)]
 
 
 def _whole_model(space: str, seed: int) -> tuple[nn.Module, tuple[torch.Tensor, ...], Any]:
-    """A standalone model of a random sample (as `measure_end_to_end` builds it) and its spec."""
+    """A standalone model of a random sample (as `end_to_end_runner` builds it) and its spec."""
     import search_spaces  # noqa: F401  (registers the spaces)
     from nas import SPACES
 
@@ -353,7 +353,7 @@ def _whole_model(space: str, seed: int) -> tuple[nn.Module, tuple[torch.Tensor, 
 
 
 def _plans(module: nn.Module, spec: Any, kernel_map: dict[str, str]) -> list[dict[str, str]]:
-    """The spec's per-layer plan (as `measure_end_to_end` makes it), then every kernel
+    """The spec's per-layer plan (as `end_to_end_runner` makes it), then every kernel
     class in turn over the same layers (w8 too, which the test spaces do not sample)."""
     from latency_tables.kernels import kernel_of
 

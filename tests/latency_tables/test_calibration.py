@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from latency_tables.validate import Calibration, loo_calibrated, metrics
+from latency_tables.calibration import Calibration
+from latency_tables.validate import loo_calibrated, metrics
 from nas import ConfigError
 
 

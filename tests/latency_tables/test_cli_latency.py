@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from latency_tables.validate import Calibration
+from latency_tables.calibration import Calibration
 from nas.cli import main
 
 SPACE = "test_mobile_dit"
@@ -31,7 +31,7 @@ def test_latency_commands(tmp_path, capsys):
     assert out.count("missing ") == 2 and "nas latency build --space mobile_dit" in out
     assert main(["latency", "show", *OPTS, *tables]) == 0
     out = capsys.readouterr().out
-    assert '"schema_version": 1' in out and "dit_block" in out and "keys measured" in out
+    assert '"schema_version": 2' in out and "dit_block" in out and "keys measured" in out
     assert main(["latency", "validate", "--space", SPACE, *OPTS, *tables, *SPEED, "--n", "8"]) == 0
     report = json.loads(capsys.readouterr().out)
     for part in ("raw", "calibrated_loo"):

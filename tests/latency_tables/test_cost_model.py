@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import search_spaces  # noqa: F401
+from latency_tables.calibration import Calibration, block_counts
 from latency_tables.cost import CostModel, soft_choice
 from latency_tables.keys import BlockKey, block_kernel_shares, keys_of
 from latency_tables.measurement import Measurement
@@ -37,7 +38,7 @@ def setup(request, tmp_path_factory):
     root = tmp_path_factory.mktemp("tables")
     table = LatencyTable.create(root, "dev", "fake", {"fingerprint": {"kind": "test"}})
     for k in st.block_keys():
-        table.add(Entry(k, Measurement(fake_ms(k), fake_ms(k), 0.0, 5)))
+        table.add(Entry(k, Measurement(fake_ms(k), fake_ms(k), 0.0, 5, fake_ms(k))))
     return space, st, root, table
 
 
@@ -86,7 +87,7 @@ def test_strict_missing_key_names_the_command(setup):
     space, st, root, _table = setup
     partial = LatencyTable.create(root, "partial", "fake", {})
     for k in st.block_keys()[1:]:
-        partial.add(Entry(k, Measurement(1, 1, 0, 1)))
+        partial.add(Entry(k, Measurement(1, 1, 0, 1, 1)))
     with pytest.raises(
         MissingLatencyEntryError, match=r"lacks 1 key.*nas latency build --device partial"
     ):
@@ -116,6 +117,32 @@ def test_expected_latency_is_exact_on_one_hot_and_differentiable(setup):
     assert e.item() == pytest.approx(mc, rel=0.05)
 
 
+def test_calibrated_cost_model_applies_the_calibration_everywhere(setup):
+    space, _st, _, table = setup
+    specs = [space.freeze(s) for s in space.sample_many(50, rng=2)]
+    kinds = sorted({b.kind for s in specs for b in s.blocks})
+    per_block = {k: 0.1 * (i + 1) for i, k in enumerate(kinds)}
+    cal = Calibration(scale=1.3, per_block=per_block, intercept=0.7, n_fit=30)
+    raw, cm = CostModel(space, table), CostModel(space, table, calibration=cal)
+    counts = np.stack([block_counts(s, kinds) for s in specs])
+    costs = cm.costs(specs, ("latency_ms", "table_ms"))
+    np.testing.assert_allclose(costs["table_ms"], raw.predict(specs), rtol=1e-12)
+    np.testing.assert_allclose(costs["latency_ms"], cal.apply(raw.predict(specs), counts))
+    # the expectation is calibrated too: exact on one-hot probabilities (depth labels
+    # remove blocks, so the per-block terms must follow P(block present))
+    s = specs[0].sample_dict
+    onehot = {
+        lab: torch.nn.functional.one_hot(
+            torch.tensor(space[lab].index(s[lab])), len(space[lab])
+        ).double()
+        for lab in space.labels
+    }
+    assert cm.expected(onehot).item() == pytest.approx(costs["latency_ms"][0], rel=1e-9)
+    uniform = {lab: torch.full((len(space[lab]),), 1 / len(space[lab])) for lab in space.labels}
+    mc = cm.predict(space.sample_many(4000, rng=5)).mean()
+    assert cm.expected(uniform).item() == pytest.approx(mc, rel=0.05)
+
+
 def test_soft_choice_interpolates_between_options():
     p = soft_choice([16, 32, 64], torch.tensor(40.0, requires_grad=True))
     assert p.tolist() == pytest.approx([0.0, 0.75, 0.25])
@@ -135,7 +162,7 @@ def test_predict_throughput_is_vectorized():
 
 def test_table_refuses_corrupt_and_foreign_files(tmp_path):
     t = LatencyTable.create(tmp_path, "d", "b", {})
-    t.add(Entry(BlockKey("resnet", (("in", 8),), "fp32"), Measurement(1, 1, 0, 3)))
+    t.add(Entry(BlockKey("resnet", (("in", 8),), "fp32"), Measurement(1, 1, 0, 3, 1)))
     # a torn last line (killed mid-write) is ignored
     with open(t.csv_path, "a") as f:
         f.write("resnet[in=16]@fp32,resnet,fp32,{},1.0")

@@ -81,7 +81,7 @@ def synthetic_table(space, root) -> LatencyTable:
     table = LatencyTable.create(root, "synthetic", "macs", {"fingerprint": {"kind": "test"}})
     for k in st.block_keys():
         ms = 0.01 + macs[k.shape] * 1e-6 * KERNEL_FACTOR[k.kernel]
-        table.add(Entry(k, Measurement(ms, ms, 0.0, 1)))
+        table.add(Entry(k, Measurement(ms, ms, 0.0, 1, ms)))
     return table
 
 

@@ -158,3 +158,21 @@ def test_sampled_discretization_lands_within_tolerance_of_the_target(unet_cost):
     target = search.target_ms
     assert abs(res.sample_latency_ms / target - 1) <= 0.05 or res.sample == res.argmax_sample
     net.space.validate(res.sample)
+
+
+def test_scored_discretization_returns_the_best_supernet_score_of_the_most_probable(unet_cost):
+    net, search = _search(unet_cost, frac=0.5, discretize="scored", tolerance=0.05, n_scored=4)
+    scored: list[tuple[dict, float]] = []
+    validate = search.task.validate
+
+    def recording(model):  # the real validation, remembering which sub-network it scored
+        out = validate(model)
+        scored.append((dict(model.active_sample), out["val_loss"]))
+        return out
+
+    search.task.validate = recording
+    res = search.run(progress=False)
+    assert abs(res.sample_latency_ms / search.target_ms - 1) <= 0.05
+    assert 1 <= len(scored) <= 4
+    best = min(scored, key=lambda x: x[1])[0]
+    assert net.space.canonical(best) == net.space.canonical(res.sample)

@@ -190,4 +190,17 @@ def test_resume_true_continues_and_clears_a_torn_write(run_dir, tmp_path, digits
     trainer.train()
     assert not torn.exists()
     assert json.loads((d / "latest.json").read_text()) == {"step": 4, "path": "step_4"}
-    assert sorted(p.name for p in d.iterdir()) == ["latest.json", "step_2", "step_3", "step_4"]
+    # the two latest are kept (keep_checkpoints=2)
+    assert sorted(p.name for p in d.iterdir()) == ["latest.json", "step_3", "step_4"]
+
+
+def test_only_the_latest_checkpoints_are_kept(tmp_path):
+    from nas.training.checkpoint import latest_checkpoint, read_checkpoint, write_checkpoint
+
+    w = {"w": torch.arange(3.0)}
+    for step in (1, 2, 3, 4):
+        write_checkpoint(tmp_path, step, w, {}, {"note": step}, keep=2)
+    assert sorted(p.name for p in tmp_path.glob("step_*")) == ["step_3", "step_4"]
+    assert read_checkpoint(latest_checkpoint(tmp_path)).step == 4
+    write_checkpoint(tmp_path, 5, w, {}, {}, keep=None)  # None keeps everything
+    assert len(list(tmp_path.glob("step_*"))) == 3
