@@ -5,8 +5,9 @@ Issue 4's "must show", on this CPU, for the default digits U-Net (`mobile_unet`,
 (a) two latency targets; for each, `OneShotSearch` (DQSS scheme mixing + PaS widths +
     depth categoricals, loss = task + λ · P(E[T] / T_target)) on a supernet trained briefly
     with the sandwich rule, with the quant / depth softmax temperature annealed 1 → 0.1, a
-    cosine-decayed architecture lr and FBNet-style sampled discretization (the most probable
-    of 512 draws from the final distribution whose prediction is within ±3% of the target;
+    cosine-decayed architecture lr and scored discretization (of the 16 most probable of
+    512 draws from the final distribution whose prediction is within ±3% of the target,
+    the one with the best supernet validation loss;
     the plain argmax and where E[T] and the argmax part ways are reported beside it). The
     found architecture is measured end to end (onnxruntime, 1 thread, the shipped table's
     settings) in three passes minutes apart (min: the machine is shared) and compared with
@@ -22,13 +23,10 @@ Issue 4's "must show", on this CPU, for the default digits U-Net (`mobile_unet`,
     fine-tune budget.
 (d) one-convolution mixing vs K separate convolutions (`bench/oneshot_mixing.py`).
 
-How the target is matched (the table's raw block sums are ~14% below end-to-end runs on
-this host, calibrated predictions ~6% off): the search runs against the CALIBRATED
-prediction, measured ≈ a · T_table + Σ_kind b_kind · n_kind + c (`latency_tables.validate.
-Calibration`). It is linear in the per-block costs, so its expectation under the policy's
-probabilities is exact and differentiable: a · E[T_table] + E[Σ b_kind n_kind] + c, the
-second term being the same `CostModel.expected` over a table whose every entry of kind k
-costs b_k. The calibration is read from ``latency_tables/data/<device>/<backend>.
+How the target is matched: the search runs against the table's CALIBRATED prediction,
+measured ≈ a · T_table + Σ_kind b_kind · n_kind + c (`CostModel(calibration=...)`,
+`latency_tables.calibration`), whose expectation under the policy's probabilities is exact
+and differentiable. The calibration is read from ``latency_tables/data/<device>/<backend>.
 mobile_unet.calibration.json`` when present, else fitted to the committed end-to-end record
 ``bench/results/latency_accuracy_onnxruntime.json`` (its 30 architectures are regenerated
 from its seed and checked by hash). Targets are therefore end-to-end milliseconds.
@@ -36,8 +34,8 @@ from its seed and checked by hash). Targets are therefore end-to-end millisecond
 The sandwich-trained supernet is cached (safetensors checkpoints) under --cache-dir, so a
 rerun skips it (default /tmp/mqnas-bench-cache: bench/results/.cache is not gitignored).
 Prints one JSON object and writes it to --out (default: the committed record
-bench/results/oneshot_search.json; none for --quick). ~21 min with a cached supernet on this
-loaded 2-core host, +~18 min to train it; --quick ~2 min.
+bench/results/oneshot_search.json; none for --quick). ~22 min with a cached supernet on a
+quiet 2-core host, +~18 min to train it; --quick ~2 min.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/oneshot_search.py [--quick] [--targets-ms 6 10]
 """
