@@ -74,9 +74,10 @@ class LatencyConfig(_Section):
     runs: int = Field(50, ge=1, description="timed runs per key (a new table only)")
     serial: str | None = Field(None, description="adb: the device's serial")
     calibrated: bool = Field(
-        True,
+        False,
         description="predict with the table's calibration for this space when there is one "
-        "(`nas latency validate` fits it); false: the raw table sum",
+        "(`nas latency validate` fits it; fitted on random archs, it can mislead on searched "
+        "ones); false: the raw table sum",
     )
 
 

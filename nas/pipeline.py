@@ -63,8 +63,8 @@ def table_location(cfg: ExperimentConfig) -> tuple[Path, str]:
 
 
 def load_cost_model(cfg: ExperimentConfig, entry: SpaceEntry, progress: bool = True):
-    """The cost model of the experiment's table (calibrated when the table has a calibration
-    for the space); measures missing keys when allowed."""
+    """The cost model of the experiment's table (calibrated with `latency.calibrated`);
+    measures missing keys when allowed."""
     from latency_tables.build import build_table
     from latency_tables.calibration import Calibration, calibration_path
     from latency_tables.cost import CostModel
@@ -75,6 +75,13 @@ def load_cost_model(cfg: ExperimentConfig, entry: SpaceEntry, progress: bool = T
     backend_name = cfg.latency.backend
     csv_path, _ = table_paths(root, device, backend_name)
     structure = SpaceStructure(entry.space())
+    cal_path = calibration_path(csv_path, structure.space.name)
+    if cfg.latency.calibrated and not cal_path.exists():  # fail before measuring anything
+        raise ConfigError(
+            f"latency.calibrated: no calibration of space {structure.space.name!r} at "
+            f"{cal_path}; fit one with `nas latency validate --space {cfg.space} "
+            f"--backend {backend_name} --device {device}` or set latency.calibrated: false"
+        )
     table = LatencyTable.load(root, device, backend_name) if csv_path.exists() else None
     missing = (
         [k.id for k in structure.block_keys()]
@@ -98,9 +105,8 @@ def load_cost_model(cfg: ExperimentConfig, entry: SpaceEntry, progress: bool = T
         with make_backend(cfg) as backend:
             build_table(entry, backend, root, device, progress=progress)
         table = LatencyTable.load(root, device, backend_name)
-    cal_path = calibration_path(csv_path, structure.space.name)
     calibration = None
-    if cfg.latency.calibrated and cal_path.exists():
+    if cfg.latency.calibrated:
         calibration = Calibration.load(cal_path)
         log.info("latency: the table sum calibrated by %s", cal_path)
     return CostModel(

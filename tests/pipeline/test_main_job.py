@@ -126,6 +126,11 @@ def test_missing_table_names_the_command(tmp_path):
     assert "lacks" in line and "nas latency build --space test_mobile_unet --backend torch" in line
 
 
+def test_calibration_asked_for_but_missing_names_the_command(tmp_path):
+    line = _bad(tmp_path, latency__calibrated=True)
+    assert "latency.calibrated" in line and "nas latency validate --space" in line
+
+
 def test_missing_teacher_directory(tmp_path):
     line = _bad(tmp_path, supernet__teacher=str(tmp_path / "no-teacher"))
     assert "supernet.teacher" in line and "does not exist" in line
