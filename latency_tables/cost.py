@@ -98,6 +98,7 @@ class CostModel:
         width = st.kernel.shape[1]
         self._slot_label: list[np.ndarray] = []  # per block (C, S'): label column, or n_labels
         self._slot_base: list[np.ndarray] = []  # per block (C, S'): flat offset of option 0
+        self._glue: list[np.ndarray] = []  # per block (C,): calibration b_kind, 0 if absent
         tables: dict[str, list[np.ndarray]] = {
             w: [] for w in ("table_ms", "latency_ms", "params", "macs", "bytes")
         }
@@ -122,11 +123,12 @@ class CostModel:
             tables["table_ms"].append(raw.ravel())
             if cal is not None:
                 # a · T + b_kind once per present block (on its first slot)
-                per_block = np.array(
+                glue = np.array(
                     [0.0 if sh is None else cal.per_block.get(sh[0], 0.0) for sh in t.shapes]
                 )
+                self._glue.append(glue)
                 raw = cal.scale * raw
-                raw[:, 0, :] += per_block[:, None]
+                raw[:, 0, :] += glue[:, None]
             tables["latency_ms"].append(raw.ravel())
             params = t.params if t.label.shape[1] else np.zeros((n_c, 1))
             macs = t.macs if t.label.shape[1] else np.zeros((n_c, 1))
@@ -234,15 +236,15 @@ class CostModel:
         total = torch.zeros((), dtype=dtype, device=dev)
         glue = torch.zeros((), dtype=dtype, device=dev)
         cal = self.calibration
-        for t, frac, lat in zip(st.blocks, self._frac, self._lat):
+        for i, (t, frac, lat) in enumerate(zip(st.blocks, self._frac, self._lat)):
             pc = torch.ones((), dtype=dtype, device=dev)
             for d in t.deps:  # P(c) = outer product of the dependency labels' probabilities
                 pc = torch.outer(pc.reshape(-1), vecs[d]).reshape(-1)
             pc = pc.reshape(-1)
             tck = torch.as_tensor(np.nan_to_num(lat, nan=0.0), dtype=dtype, device=dev)  # (C, K)
             if cal is not None:  # b_kind · P(block present)
-                b = [0.0 if sh is None else cal.per_block.get(sh[0], 0.0) for sh in t.shapes]
-                glue = glue + (pc * torch.as_tensor(b, dtype=dtype, device=dev)).sum()
+                b = torch.as_tensor(self._glue[i], dtype=dtype, device=dev)
+                glue = glue + (pc * b).sum()
             if t.label.shape[1] == 0:
                 total = total + (pc * tck[:, FP32]).sum()
                 continue

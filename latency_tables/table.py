@@ -113,9 +113,7 @@ class LatencyTable:
             raise ConfigError(
                 f"a table already exists at {csv_path}; open it with LatencyTable.load"
             )
-        statistic = meta.get("statistic", "min_ms")
-        if statistic not in STATISTICS:
-            raise ConfigError(f"statistic {statistic!r} is unknown; choose one of {STATISTICS}")
+        statistic = _checked_statistic(meta.get("statistic", "min_ms"))
         full = {
             "schema_version": SCHEMA_VERSION,
             "statistic": statistic,
@@ -151,15 +149,12 @@ class LatencyTable:
         except (OSError, ValueError) as e:
             raise ConfigError(f"{meta_path} is not a readable table metadata file: {e}") from None
         version = meta.get("schema_version") if isinstance(meta, dict) else None
-        if version == SCHEMA_VERSION and meta.get("statistic") not in STATISTICS:
-            raise ConfigError(
-                f"{meta_path}: statistic {meta.get('statistic')!r} is not one of {STATISTICS}"
-            )
         if version != SCHEMA_VERSION:
             raise ConfigError(
                 f"{meta_path} has schema_version {version!r}; this mqnas reads version "
                 f"{SCHEMA_VERSION}. Rebuild the table with `nas latency build`."
             )
+        _checked_statistic(meta.get("statistic"), meta_path)
         return cls(csv_path, meta_path, meta, _read_rows(csv_path))
 
     # -- access ------------------------------------------------------------------------------
@@ -246,6 +241,13 @@ class LatencyTable:
                 }
             )
         return pd.DataFrame(rows)
+
+
+def _checked_statistic(statistic: Any, where: Path | None = None) -> str:
+    if statistic not in STATISTICS:
+        prefix = f"{where}: " if where else ""
+        raise ConfigError(f"{prefix}statistic {statistic!r} is unknown; choose one of {STATISTICS}")
+    return str(statistic)
 
 
 def _read_rows(path: Path) -> dict[str, Entry]:

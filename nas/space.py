@@ -87,12 +87,15 @@ class SearchSpace:
         if not choices:
             raise ConfigError(f"search space {name!r} has no choices")
         self._choices: dict[str, Choice] = {}
-        self._lookup: list[dict[Any, int]] | None = None  # built by the first encode
-        self._getter: Callable[[Mapping[str, Any]], Any] | None = None
         for label, c in choices.items():
             if not isinstance(label, str) or not label:
                 raise ConfigError(f"search-space labels must be non-empty strings, got {label!r}")
             self._choices[label] = c if isinstance(c, Choice) else Choice(tuple(c))
+        # option value → index per label, read by `encode` with C-level lookups
+        self._lookup = [
+            {_option_key(o): i for i, o in enumerate(c.options)} for c in self._choices.values()
+        ]
+        self._getter = operator.itemgetter(*self._choices)
         self.name = name
         self.version = version
         self._builder = builder
@@ -222,11 +225,6 @@ class SearchSpace:
         match options by equality, so True matches an option 1; `validate` is stricter).
         A sample that does not map is validated to raise the error that names its fault.
         """
-        if self._lookup is None:
-            self._lookup = [
-                {_option_key(o): i for i, o in enumerate(c.options)} for c in self._choices.values()
-            ]
-            self._getter = operator.itemgetter(*self._choices)
         lookup, getter, n = self._lookup, self._getter, len(self._choices)
 
         def row(s: Mapping[str, Any]) -> Iterator[int]:
