@@ -115,6 +115,12 @@ class OneShotConfig(_Section):
         "joint", description="joint: weights and logits in one pass; ptq: weights frozen"
     )
     steps: int = Field(100, ge=1)
+    calibrate_steps: int = Field(
+        0,
+        ge=0,
+        description="ptq: first calibrate each quant strategy on its own for this many steps; "
+        "the search then learns the strategy logits alone",
+    )
     warmup_steps: int = Field(20, ge=0, description="steps with architecture logits frozen")
     lr_arch: float = Field(5e-2, gt=0)
     policies: list[Literal["dqss", "pas", "depth"]] = Field(
@@ -125,6 +131,15 @@ class OneShotConfig(_Section):
         description="argmax of every label; sampled: the most probable of 512 draws within "
         "±3% of the target; scored: of the 16 most probable such draws, the best on the supernet",
     )
+
+    @model_validator(mode="after")
+    def _calibrate(self) -> OneShotConfig:
+        if self.calibrate_steps and self.mode != "ptq":
+            raise ValueError(
+                f"search.oneshot.calibrate_steps={self.calibrate_steps} needs mode: ptq (the "
+                "weights stay frozen); set mode: ptq or calibrate_steps: 0"
+            )
+        return self
 
 
 class SearchConfig(_Section):

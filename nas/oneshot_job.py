@@ -49,6 +49,7 @@ def run_oneshot(
         lr_arch=o.lr_arch,
         batch_size=cfg.task.batch_size,
         mode=o.mode,
+        calibrate_steps=o.calibrate_steps,
         search=[POLICY_KINDS[p] for p in o.policies],
         discretize=o.discretize,
         device=cfg.device,

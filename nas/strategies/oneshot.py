@@ -46,7 +46,11 @@ Warm-up (DQSS' remedy for under-fitting): for the first `warmup_steps` the archi
 parameters are frozen (no gradient, no optimizer step) and only the weights train under
 the initial mixture. Mode "ptq": the weights are frozen and only the architecture
 parameters and the learned quantizer parameters (``wq_*`` / ``aq_*``) train, on the task's
-data used as calibration data; by default only the quant labels are searched then.
+data used as calibration data; by default only the quant labels are searched then. With
+``calibrate_steps`` > 0 (ptq only) every candidate strategy is first calibrated on its own
+(`nas.training.calibrate.calibrate_strategies`, `calibrate_steps` steps at lr_w), and the
+search then learns the strategy logits alone: it assigns, per layer, quantizers that are
+each already calibrated, instead of fresh ones that learn from p_k of the gradient.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ from tqdm.auto import tqdm
 from nas.errors import ConfigError, MqnasError
 from nas.policies import DifferentiablePolicy, quantizer_parameters
 from nas.spec import Sample
+from nas.training.calibrate import calibrate_strategies
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +150,7 @@ class OneShotSearch:
         tolerance: float = 0.03,
         batch_size: int = 8,
         mode: str = "joint",
+        calibrate_steps: int = 0,
         search: Iterable[str] | None = None,
         policy_kwargs: Mapping[str, Any] | None = None,
         device: str | torch.device | None = None,
@@ -188,6 +194,11 @@ class OneShotSearch:
                 "need n_candidates >= 1, n_scored >= 1 and tolerance >= 0, got "
                 f"{n_candidates}, {n_scored}, {tolerance}"
             )
+        if calibrate_steps < 0 or (calibrate_steps and mode != "ptq"):
+            raise ConfigError(
+                f"calibrate_steps must be >= 0 and needs mode='ptq' (weights frozen), got "
+                f"{calibrate_steps} with mode={mode!r}"
+            )
         if arch_optimizer not in ARCH_OPTIMIZERS:
             raise ConfigError(
                 f"arch_optimizer {arch_optimizer!r} is unknown; use one of {list(ARCH_OPTIMIZERS)}"
@@ -213,6 +224,7 @@ class OneShotSearch:
         self.tolerance = float(tolerance)
         self.batch_size = int(batch_size)
         self.mode = mode
+        self.calibrate_steps = int(calibrate_steps)
         self.seed = int(seed)
         if device is not None:
             supernet.to(device)
@@ -283,13 +295,25 @@ class OneShotSearch:
 
     # -- parameters -------------------------------------------------------------------------
     def _weight_params(self) -> list[nn.Parameter]:
-        if self.mode == "ptq":
-            return quantizer_parameters(self.supernet)
+        if self.mode == "ptq":  # calibrated beforehand: the search learns the logits alone
+            return [] if self.calibrate_steps else quantizer_parameters(self.supernet)
         return [p for p in self.supernet.weight_parameters()]
 
     # -- run --------------------------------------------------------------------------------
     def run(self, progress: bool = True) -> OneShotResult:
         net, policy = self.supernet, self.policy
+        if self.calibrate_steps and policy.quant is not None:
+            calibrate_strategies(
+                net,
+                self.task,
+                policy.base,
+                policy.quant.labels,
+                steps=self.calibrate_steps,
+                batch_size=self.batch_size,
+                lr=self.lr_w,
+                seed=self.seed,
+                progress=progress,
+            )
         trainable = self._weight_params()
         flags = {id(p): p.requires_grad for p in net.parameters()}
         if self.mode == "ptq":

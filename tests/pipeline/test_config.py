@@ -37,6 +37,10 @@ def _base(**extra):
         (_base(budgets={"latency": 3}), "key 'budgets.latency'"),
         ({"space": "x"}, "key 'name' is required"),
         (_base(search={"kind": "oneshot"}), "search.oneshot (with target_ms) is required"),
+        (
+            _base(search={"kind": "oneshot", "oneshot": {"target_ms": 5, "calibrate_steps": 9}}),
+            "search.oneshot.calibrate_steps=9 needs mode: ptq",
+        ),
         (_base(task={"kind": "image_folder"}), "task.path is required"),
         (_base(supernet={"steps": -1}), "key 'supernet.steps'"),
     ],
