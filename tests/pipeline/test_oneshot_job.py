@@ -11,19 +11,25 @@ import search_spaces  # noqa: F401  (registers the spaces)
 
 
 @pytest.mark.slow
-def test_oneshot_experiment_runs_end_to_end(smoke_run, tmp_path):
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"mode": "ptq", "calibrate_steps": 2, "policies": ["dqss"]}],
+    ids=["joint", "ptq-calibrated"],
+)
+def test_oneshot_experiment_runs_end_to_end(smoke_run, tmp_path, extra):
     cfg = smoke_config(tmp_path)
     doc = yaml.safe_load(cfg.read_text())
     # reuse the smoke run's measured table: nothing is measured twice
     doc["latency"]["root"] = str(smoke_run.parents[2] / "tables")
     doc["search"] = {
         "kind": "oneshot",
-        "oneshot": {"target_ms": 3.0, "steps": 4, "warmup_steps": 1, "lam": 1.0},
+        "oneshot": {"target_ms": 3.0, "steps": 4, "warmup_steps": 1, "lam": 1.0, **extra},
         "finetune": {"steps": 2, "batch_size": 8},
     }
     cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
     r = nas_cmd("search", str(cfg), "-q", cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    assert ("calibrated w8a8:lsq" in r.stderr) == bool(extra)  # LSQ has a step to calibrate
     (run,) = run_dirs(tmp_path)
     found = json.loads((run / "oneshot.json").read_text())
     assert len(found["history"]) == 4
