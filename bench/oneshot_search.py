@@ -254,14 +254,6 @@ def random_index_rows(space: SearchSpace, n: int, rng: np.random.Generator) -> n
     return (rng.random((n, len(sizes))) * sizes).astype(np.int64)
 
 
-def rows_to_samples(space: SearchSpace, rows: np.ndarray) -> list[dict[str, Any]]:
-    labels = space.labels
-    return [
-        space.canonical({lab: space[lab].options[int(i)] for lab, i in zip(labels, r)})
-        for r in rows
-    ]
-
-
 def latency_matched_randoms(
     space: SearchSpace, cost: CostModel, center_ms: float, n: int, seed: int
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -280,14 +272,10 @@ def latency_matched_randoms(
         raise SystemExit(
             f"only {len(chosen)} of {drawn} random archs are within ±10% of {center_ms}"
         )
-    return rows_to_samples(space, np.array(chosen)), {
+    return [space.canonical(x) for x in space.decode(np.array(chosen))], {
         "drawn": drawn,
         "acceptance_rate": round(accepted / drawn, 4),
     }
-
-
-def quant_labels(space: SearchSpace) -> list[str]:
-    return [lab for lab in space.labels if lab.endswith(".quant")]
 
 
 def thin(history: list[dict[str, float]], keys: Sequence[str], points: int = 10) -> list[dict]:
@@ -526,7 +514,7 @@ def part_c(ctx: dict[str, Any], st: Settings, found: list[dict[str, Any]]) -> di
         strategies = tuple(f"{bits}:{m}" for m in st.dqss_methods)
         net, n_new = strategy_supernet(ctx, strategies)
         space = net.space
-        qlabs = quant_labels(space)
+        qlabs = list(net.quant_paths)
         structure = space.canonical(dict(ref["sample"], **dict.fromkeys(qlabs, strategies[0])))
         log.info("(c) DQSS PTQ strategy search at %s over %s", bits, list(st.dqss_methods))
         t1 = time.perf_counter()
