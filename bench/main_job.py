@@ -1,10 +1,12 @@
-"""Wall time and peak memory of the main job: `nas search` on an experiment (the default).
+"""Wall time and peak memory of the main job, run exactly as the README says.
 
-Runs the real command in a subprocess and samples the resident memory of its
-whole process tree (the driver, Ray's processes and the trial workers) every
-0.5 s. Prints JSON (and writes it to bench/results/main_job.json): wall time,
-peak tree RSS, peak single-process RSS, the stages' times from the log, and the
-chosen architecture's figures from the run's summary.
+`.venv/bin/nas search experiments/unet_digits.yaml` from the project root (a relative
+path, the `nas` executable), in a subprocess; the resident memory of its whole process
+tree (the driver, Ray's processes and the trial workers) is sampled every 0.5 s. Prints
+JSON (and writes it to bench/results/main_job.json): wall time, peak tree RSS, peak
+single-process RSS, the stages' times from the log, trials completed and failed, the
+supernet's final losses, and the chosen architecture's figures from the run's summary.
+The run directory stays under runs/ for a look.
 
     .venv/bin/python bench/main_job.py [--experiment experiments/unet_digits.yaml]
 """
@@ -44,20 +46,21 @@ def tree_rss(proc: psutil.Process) -> tuple[int, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--experiment", default=str(ROOT / "experiments" / "unet_digits.yaml"))
+    ap.add_argument(
+        "--experiment", default="experiments/unet_digits.yaml", help="relative to the root"
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "main_job.json"))
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="mqnas-main-job-"))
-    doc = yaml.safe_load(Path(args.experiment).read_text())
-    doc["runs_dir"] = str(work / "runs")
-    cfg = work / Path(args.experiment).name
-    cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
-    log_path = work / "log.txt"
+    doc = yaml.safe_load((ROOT / args.experiment).read_text())
+    nas = Path(sys.executable).parent / "nas"
+    readme = Path(".venv/bin/nas")  # the README's spelling, when that is this interpreter's
+    exe = str(readme) if (ROOT / readme).resolve() == nas.resolve() else str(nas)
+    log_path = Path(tempfile.mkdtemp(prefix="mqnas-main-job-")) / "log.txt"
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "nas.cli", "search", str(cfg), "-q"],
-            cwd=work,
+            [exe, "search", args.experiment],
+            cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -83,8 +86,10 @@ def main() -> None:
     if code != 0:
         sys.stderr.write(text[-4000:])
         raise SystemExit(f"nas search exited with {code}; log: {log_path}")
-    run = Path(re.search(r"^run: (\S+)", text, re.MULTILINE).group(1))
+    run = ROOT / re.search(r"^run: (\S+)", text, re.MULTILINE).group(1)
     summary = json.loads((run / "summary.json").read_text())
+    states = [json.loads(line)["state"] for line in (run / "trials.jsonl").read_text().splitlines()]
+    supernet = [m.groups() for m in re.finditer(r"loss_max=(\S+) loss_min=(\S+)", text)]
     stamps = {}
     for pattern, name in (
         (r"^(\d\d:\d\d:\d\d) INFO nas.pipeline: run directory", "start"),
@@ -101,7 +106,13 @@ def main() -> None:
         "peak_rss_tree_mb": round(peak["tree"] / 2**20, 1),
         "peak_rss_process_mb": round(peak["process"] / 2**20, 1),
         "log_stamps": stamps,
+        "command": f"{exe} search {args.experiment}",
         "trials": summary["trials"],
+        "trials_completed": states.count("completed"),
+        "trials_failed": states.count("failed"),
+        "supernet_final_loss": (
+            {"max": float(supernet[-1][0]), "min": float(supernet[-1][1])} if supernet else None
+        ),
         "front": summary["front"],
         "chosen": {
             k: summary["chosen"][k]
@@ -118,7 +129,7 @@ def main() -> None:
             {k: e[k] for k in ("trial", "val_loss", "predicted_latency_ms", "measured_latency_ms")}
             for e in summary["exports"]
         ],
-        "run_dir": str(run),
+        "run_dir": str(run.relative_to(ROOT)),
     }
     out = json.dumps(result, indent=2)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

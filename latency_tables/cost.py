@@ -33,6 +33,8 @@ from nas.space import SearchSpace
 from nas.spec import ArchSpec
 
 FP32 = KERNEL_INDEX["fp32"]
+#: What `CostModel.costs` predicts (objective and budget names a config may use).
+COSTS = ("table_ms", "latency_ms", "params", "macs", "bytes")
 
 
 class CostModel:
@@ -99,9 +101,7 @@ class CostModel:
         self._slot_label: list[np.ndarray] = []  # per block (C, S'): label column, or n_labels
         self._slot_base: list[np.ndarray] = []  # per block (C, S'): flat offset of option 0
         self._glue: list[np.ndarray] = []  # per block (C,): calibration b_kind, 0 if absent
-        tables: dict[str, list[np.ndarray]] = {
-            w: [] for w in ("table_ms", "latency_ms", "params", "macs", "bytes")
-        }
+        tables: dict[str, list[np.ndarray]] = {w: [] for w in COSTS}
         cal = self.calibration
         offset = 0
         for t, frac, lat in zip(st.blocks, self._frac, self._lat):

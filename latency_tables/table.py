@@ -14,6 +14,8 @@ import datetime as dt
 import io
 import json
 import logging
+import math
+import numbers
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -45,6 +47,23 @@ COLUMNS = (
 DATA_ROOT = Path(__file__).parent / "data"
 STATISTICS = ("min_ms", "median_ms", "mean_ms")
 """What a table predicts with, chosen when it is created (meta `statistic`)."""
+TIMING_COLUMNS = ("mean_ms", "median_ms", "std_ms", "min_ms")
+
+
+def measurement_problem(m: Measurement) -> str | None:
+    """Why `m` cannot be a table row, or None.
+
+    One NaN time makes every architecture that uses the key predict NaN, and a NaN
+    slips through budget filters, so a table holds only finite, non-negative times
+    over at least one timed run.
+    """
+    for col in TIMING_COLUMNS:
+        v = getattr(m, col)
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
+            return f"{col}={v!r} is not a finite time >= 0"
+    if isinstance(m.n, bool) or not isinstance(m.n, numbers.Integral) or m.n < 1:
+        return f"n={m.n!r} is not a positive count of timed runs"
+    return None
 
 
 def now() -> str:
@@ -207,7 +226,15 @@ class LatencyTable:
 
     # -- writing -----------------------------------------------------------------------------
     def add(self, entry: Entry) -> None:
-        """Append one entry durably (one write, flushed and fsynced)."""
+        """Append one entry durably (one write, flushed and fsynced).
+
+        A measured entry with a NaN, infinite or negative time is refused (`ValueError`)
+        before anything is written: `load` would refuse the row, and `build_table` records
+        the key as failed instead.
+        """
+        problem = measurement_problem(entry.measurement) if entry.measurement else None
+        if entry.status == "ok" and problem:
+            raise ValueError(f"measurement of key {entry.key.id}: {problem}")
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerow(entry.row())
         with open(self.csv_path, "a", encoding="utf-8") as f:
@@ -264,6 +291,7 @@ def _read_rows(path: Path) -> dict[str, Entry]:
             f"{path} is not a latency table: its header is {header!r}, expected {list(COLUMNS)}"
         )
     entries: dict[str, Entry] = {}
+    bad: dict[str, str] = {}  # key → why its winning row is unusable
     for lineno, row in enumerate(reader, start=2):
         if not row:
             continue
@@ -281,9 +309,24 @@ def _read_rows(path: Path) -> dict[str, Entry]:
                 if rec["status"] == "ok"
                 else None
             )
-            entries[key.id] = Entry(key, m, rec["status"], rec["error"], rec["measured_at"])
         except (ValueError, ConfigError) as e:
             raise ConfigError(
                 f"{path}:{lineno}: corrupted row ({e}); fix or delete the line"
             ) from None
+        problem = measurement_problem(m) if m else None
+        if problem:
+            # the last row of a key wins, so a later good row re-measured over this one is fine
+            entries.pop(key.id, None)
+            bad[key.id] = f"{path}:{lineno}: key {key.id}: {problem}"
+            continue
+        bad.pop(key.id, None)
+        entries[key.id] = Entry(key, m, rec["status"], rec["error"], rec["measured_at"])
+    if bad:
+        first = next(iter(bad.values()))
+        more = f" ({len(bad)} such rows in all)" if len(bad) > 1 else ""
+        raise ConfigError(
+            f"{first}{more}; delete the line(s) and rerun `nas latency build --device "
+            f"{path.parent.name} --backend {path.stem} --space <experiment.yaml | space>`, "
+            "which measures only the keys without a row"
+        )
     return entries

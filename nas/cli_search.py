@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 from nas.errors import ConfigError
+from nas.io import share
+from nas.runs import shown
 
 log = logging.getLogger("nas")
 
@@ -33,9 +36,17 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise ConfigError("nas search needs an experiment YAML, or --resume RUN")
     if args.dry_run:
         return dry_run(cfg)
-    result = run_search(cfg, run=run, ray_address=args.ray_address, progress=not args.quiet)
+    result = run_search(
+        cfg,
+        run=run,
+        ray_address=args.ray_address,
+        progress=not args.quiet,
+        retry_failed=args.retry_failed,
+    )
     out = sys.stdout
-    out.write(f"\nrun: {result.run.path}  ({result.trials} trials, {result.seconds:.0f} s)\n")
+    out.write(
+        f"\nrun: {shown(result.run.path)}  ({result.trials} trials, {result.seconds:.0f} s)\n"
+    )
     c = result.chosen
     if c is None:
         out.write("no trial completed\n")
@@ -48,12 +59,12 @@ def cmd_search(args: argparse.Namespace) -> int:
         ("latency measured (ms)", _f(c["measured_latency_ms"], ".3f")),
         ("params", _f(c["params"], ",.0f")),
         ("bytes", _f(c["bytes"], ",.0f")),
-        ("export", c["export"]),
-        ("continue training", c["train_command"]),
+        ("export", shown(c["export"])),
+        ("continue training", f"nas train {shlex.quote(shown(c['export']))} --steps 1000"),
     ]
     for k, v in rows:
         out.write(f"  {k:24s} {v}\n")
-    out.write(f"report: {result.run.report}\n")
+    out.write(f"report: {shown(result.run.report)}\n")
     return 0
 
 
@@ -123,22 +134,28 @@ def cmd_export(args: argparse.Namespace) -> int:
     from nas.pipeline import load_trained
     from nas.report import export_context
     from nas.runs import RunDir
-    from nas.trials import TrialStore
+    from nas.trials import TrialStore, safe_trial_id, trial_dir
 
+    try:
+        safe_trial_id(args.trial)
+    except ConfigError as e:
+        raise ConfigError(f"--trial: {e}; pass an id from the run's trials.jsonl") from None
     run = RunDir.open(args.run)
     cfg = run.config()
-    trials = {t.id: t for t in TrialStore(run.path).trials()}
+    trials = {t.id: t for t in TrialStore(run.path).trials()}  # ids checked as they are read
     if args.trial not in trials:
         some = ", ".join(list(trials)[:5]) or "(none)"
         raise ConfigError(f"run {run.path} has no trial {args.trial!r}; trials: {some} …")
     trial = trials[args.trial]
     if not run.supernet_weights.is_file():
         raise ConfigError(f"run {run.path} has no trained supernet yet; resume it first")
+    # the default stays inside the run, however the run directory was made (--out is the
+    # user's own choice); checked before the slow supernet load
+    out = Path(args.out) if args.out else trial_dir(run.export_dir, trial.id, inside=run.path)
     net = load_trained(cfg, run)
-    out = Path(args.out) if args.out else run.export_dir / trial.id
     metrics = {**trial.metrics, **trial.cost, **export_context(cfg, net)}
     export(net, trial.sample, out, metrics=metrics)
-    sys.stdout.write(f"{out}\n")
+    sys.stdout.write(f"{shown(out)}\n")
     return 0
 
 
@@ -183,8 +200,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         out / "train_history.json",
         {"val_loss_before": before, "val_loss_after": after, "history": hist},
     )
+    share(out)
     sys.stdout.write(
-        f"trained {args.steps} steps: val_loss {before:.4f} → {after:.4f}; saved to {out}\n"
+        f"trained {args.steps} steps: val_loss {before:.4f} → {after:.4f}; saved to {shown(out)}\n"
     )
     return 0
 
@@ -197,6 +215,12 @@ def add_search_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run directory")
     p.add_argument("--dry-run", action="store_true", help="validate and estimate; run nothing")
     p.add_argument("--ray-address", default=None, help="join a Ray cluster (host:port)")
+    p.add_argument(
+        "--no-retry-failed",
+        dest="retry_failed",
+        action="store_false",
+        help="with --resume: keep failed trials as they are (default: run them again)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_search)
     p = sub.add_parser("export", help="export a trial of a run as a diffusers model directory")

@@ -15,9 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from nas.errors import ConfigError
 
+#: An experiment name becomes a directory under runs_dir: one path component, no "..".
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: YAML already gives typed values, so `steps: true` or `seed: "3"` is a mistake
+    # to report, not a value to coerce (pydantic would read true as 1)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class DistillConfig(_Section):
@@ -85,10 +90,40 @@ class SupernetConfig(_Section):
     """Supernet training (sandwich rule, in-place distillation, fake-quant on)."""
 
     steps: int = Field(200, ge=0, description="training steps (0: use the weights as they are)")
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1, description="images per step")
     n_random: int = Field(2, ge=0, description="random subnets per step besides max and min")
-    lr: float = Field(1e-3, gt=0)
-    checkpoint_every: int = Field(50, ge=1)
+    lr: float = Field(1e-3, gt=0, allow_inf_nan=False, description="AdamW learning rate")
+    checkpoint_every: int = Field(
+        50,
+        ge=1,
+        description="steps between checkpoints (also the snapshots a rollback returns to)",
+    )
+    grad_clip: float | None = Field(
+        1.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="clip the total gradient norm of each step to this (null: no clipping)",
+    )
+    # 10, not a fraction of `steps`: what warm-up tames is AdamW's first updates (±lr on
+    # every weight while its second-moment estimate holds a few samples), whatever the run
+    # length; 10 steps are 12% of the default experiment's 80 and cheap in a longer run
+    warmup_steps: int = Field(
+        10,
+        ge=0,
+        description="linear lr warm-up: step i (0-based) runs at lr·min(1, (i+1)/warmup_steps); "
+        "0: none",
+    )
+    max_bad_steps: int = Field(
+        3,
+        ge=1,
+        description="non-finite steps (skipped) in a row before a rollback to the last "
+        "checkpoint with the lr halved",
+    )
+    max_rollbacks: int = Field(
+        3,
+        ge=0,
+        description="rollbacks before training stops with an error (lower supernet.lr then)",
+    )
     teacher: str | None = Field(
         None, description="diffusers model directory whose weights initialise the supernet"
     )
@@ -159,6 +194,9 @@ class SearchConfig(_Section):
         description="metric or cost name → min or max; the first is the primary (quality) one",
     )
     num_trials: int = Field(16, ge=1, description="strongly evaluated architectures")
+    max_consecutive_failures: int = Field(
+        3, ge=1, description="stop the search when this many trials in a row fail the same way"
+    )
     evaluator: Literal["supernet", "finetune"] = Field(
         "finetune", description="supernet (inherited weights) or finetune (extract, train, score)"
     )
@@ -194,7 +232,11 @@ class ExportConfig(_Section):
 class ExperimentConfig(_Section):
     """An experiment: `nas search <this file>`."""
 
-    name: str = Field(..., description="experiment name (the run directory's parent)")
+    name: str = Field(
+        ...,
+        pattern=NAME_PATTERN,
+        description="experiment name (the run directory's parent): letters, digits, _ . -",
+    )
     space: str = Field(..., description="registered search space, e.g. mobile_unet")
     device: str = Field("cpu", description="torch device of training and evaluation")
     seed: int = 0
@@ -208,6 +250,48 @@ class ExperimentConfig(_Section):
     search: SearchConfig = Field(default_factory=SearchConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+
+    @model_validator(mode="after")
+    def _budgets_and_objectives(self) -> ExperimentConfig:
+        for k, v in self.budgets.items():
+            if not v > 0:  # also refuses NaN
+                raise ValueError(f"budgets.{k} must be a positive number, got {v!r}")
+        if not self.search.objectives:
+            raise ValueError(
+                "search.objectives is empty; name at least the quality metric, e.g. "
+                "{val_loss: min, latency_ms: min}"
+            )
+        return self
+
+
+#: The config keys that hold a user's paths: resolved once, against the working directory
+#: of the command that read the YAML, so nothing later (a Ray worker starts elsewhere)
+#: depends on where it runs.
+PATH_KEYS = (
+    ("runs_dir",),
+    ("latency", "root"),
+    ("supernet", "teacher"),
+    ("task", "path"),
+    ("task", "captions"),
+    ("task", "vae"),
+    ("task", "distill", "teacher"),
+)
+#: A value of a path key that is a name, not a path.
+NOT_PATHS = {("task", "distill", "teacher"): "supernet_max"}
+
+
+def resolve_paths(cfg: ExperimentConfig, base: str | Path | None = None) -> ExperimentConfig:
+    """`cfg` with every relative path of `PATH_KEYS` made absolute against `base` (cwd)."""
+    root = Path(base) if base is not None else Path.cwd()
+    doc = cfg.model_dump(mode="json")
+    for keys in PATH_KEYS:
+        parent = doc
+        for k in keys[:-1]:
+            parent = parent.get(k) or {}
+        value = parent.get(keys[-1]) if isinstance(parent, dict) else None
+        if value and value != NOT_PATHS.get(keys):
+            parent[keys[-1]] = str((root / Path(value).expanduser()).resolve())
+    return ExperimentConfig.model_validate(doc)
 
 
 def _where(loc: tuple[Any, ...]) -> str:
@@ -251,6 +335,11 @@ def parse_config(doc: Any, source: str = "<config>") -> ExperimentConfig:
             ) from None
         if err["type"] == "missing":
             raise ConfigError(f"{source}: key {key!r} is required") from None
+        if err["type"] == "string_pattern_mismatch" and key == "name":
+            raise ConfigError(
+                f"{source}: key 'name' is the run directory's parent, so it must be one path "
+                f"component of letters, digits, '_', '.' or '-' (given: {err.get('input')!r})"
+            ) from None
         msg = err["msg"].removeprefix("Value error, ")
         given = err.get("input")
         given_s = "" if isinstance(given, dict) else f" (given: {given!r})"
@@ -265,10 +354,17 @@ def load_config(path: str | Path) -> ExperimentConfig:
     if not p.is_file():
         raise ConfigError(f"experiment file {p} does not exist; see experiments/ for examples")
     try:
-        doc = yaml.safe_load(p.read_text())
+        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{p}: not UTF-8 text (byte {e.start}: {e.object[e.start : e.start + 1]!r}); save the "
+            "experiment as UTF-8"
+        ) from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML: {str(e).splitlines()[0]}") from None
-    return parse_config(doc, str(p))
+    if doc is None:
+        raise ConfigError(f"{p} is empty; see experiments/ for examples")
+    return resolve_paths(parse_config(doc, str(p)))
 
 
 def dump_config(cfg: ExperimentConfig) -> str:

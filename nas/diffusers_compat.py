@@ -75,31 +75,79 @@ def standalone_hook(
     return build
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def pickle_only_problem(path: Path) -> str | None:
+    """Why the weights of model directory `path` will not be loaded, or None.
+
+    mqnas loads safetensors only: a torch pickle (``.bin``, what ``save_pretrained(...,
+    safe_serialization=False)`` writes) runs code while it is unpickled, and teachers and
+    exports are directories people download or are sent.
+    """
+    if any(path.glob("*.safetensors")):  # also shards and variants (``*.fp16.safetensors``)
+        return None
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        return (
+            f"{path} holds its weights only as {', '.join(pickles)} (a torch pickle, which mqnas "
+            "does not unpickle)"
+        )
+    return f"{path} holds no .safetensors weights"
+
+
 def read_teacher_config(
-    path: str | Path, class_name: str, subfolder: str
+    path: str | Path,
+    class_name: str | None,
+    subfolder: str | None,
+    key: str = "supernet.teacher",
 ) -> tuple[Path, dict[str, Any]]:
     """The directory and config of a diffusers model saved with `save_pretrained`.
 
-    A pipeline directory is accepted too (its `subfolder`, e.g. ``unet``).
+    A pipeline directory is accepted too (its `subfolder`, e.g. ``unet``). `class_name`
+    None accepts any class. Errors name `key`, the config key the path came from, and
+    refuse directories without safetensors weights (see `pickle_only_problem`).
     """
     path = Path(path)
+    saver = f"{class_name or 'the model'}.save_pretrained(dir)"
     if not path.is_dir():
         raise ConfigError(
-            f"teacher {str(path)!r} is not a directory; give a directory written by "
-            f"{class_name}.save_pretrained"
+            f"{key}: teacher {str(path)!r} is not a directory; give a directory written by {saver}"
         )
-    if not (path / "config.json").is_file() and (path / subfolder / "config.json").is_file():
+    if (
+        subfolder
+        and not (path / "config.json").is_file()
+        and (path / subfolder / "config.json").is_file()
+    ):
         path = path / subfolder
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
         raise ConfigError(
-            f"teacher directory {str(path)!r} has no config.json; save it with "
-            f"{class_name}.save_pretrained(dir)"
+            f"{key}: teacher directory {str(path)!r} has no config.json; save it with {saver}"
         )
-    conf = json.loads(cfg_file.read_text())
+    try:
+        conf = json.loads(cfg_file.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(
+            f"{key}: {cfg_file} is not valid UTF-8 JSON ({e}); re-save the teacher with {saver}"
+        ) from None
+    if not isinstance(conf, dict):
+        raise ConfigError(
+            f"{key}: {cfg_file} holds a JSON {type(conf).__name__}, not an object; re-save the "
+            f"teacher with {saver}"
+        )
     got = conf.get("_class_name", class_name)
-    if got != class_name:
-        raise ConfigError(f"teacher {str(path)!r} is a {got}; this family loads a {class_name}")
+    if class_name is not None and got != class_name:
+        raise ConfigError(
+            f"{key}: teacher {str(path)!r} is a {got}; this family loads a {class_name}"
+        )
+    problem = pickle_only_problem(path)
+    if problem:
+        raise ConfigError(
+            f"{key}: {problem}; re-save it with "
+            f"{class_name or conf.get('_class_name') or 'the model'}.save_pretrained(dir, "
+            "safe_serialization=True)"
+        )
     return path, conf
 
 

@@ -40,6 +40,8 @@ class Evaluator:
     """Scores samples of `supernet`'s space on `task`."""
 
     kind = "evaluator"
+    #: The metrics `metrics()` returns (what a config may name as an objective).
+    metric_names: tuple[str, ...] = ("val_loss",)
 
     def __init__(self, supernet: Supernet, task: Task, cost_fn: CostFn | None = None) -> None:
         self.supernet = supernet
@@ -63,6 +65,9 @@ class Evaluator:
         state, error, metrics = "completed", None, {}
         try:
             metrics = self.metrics(s, report)
+            bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
+            if bad:  # a NaN loss would pass budget filters and rank as a result
+                raise FloatingPointError(f"non-finite metrics {bad}")
         except Exception as e:  # noqa: BLE001  (a failing architecture is a result, not a crash)
             log.warning("evaluation of %s failed: %s", space.freeze(s).short(), e)
             state, error = "failed", f"{type(e).__name__}: {e}"
@@ -84,6 +89,7 @@ class SupernetEvaluator(Evaluator):
     """Validation loss of the sub-network with the supernet's inherited weights."""
 
     kind = "supernet"
+    metric_names = ("val_loss",)
 
     def metrics(self, sample: Mapping[str, Any], report: Callable[[dict], None] | None) -> dict:
         with self.supernet.activate(sample):
@@ -104,6 +110,7 @@ class FinetuneEvaluator(Evaluator):
     """Extract the sub-network, train it `steps` steps (QAT), validation loss after."""
 
     kind = "finetune"
+    metric_names = ("val_loss", "val_loss_inherited", "train_loss", "steps")
 
     def __init__(
         self,

@@ -19,8 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from nas.diffusers_compat import pickle_only_problem
 from nas.errors import ExportError
-from nas.io import read_json, write_json
+from nas.io import read_json, share, write_json
 from nas.spec import ArchSpec, Sample
 from nas.supernet import SPACES, Supernet
 
@@ -81,6 +82,7 @@ def export(
         },
     )
     write_json(out / PLAN_FILE, plan)
+    share(out)  # save_pretrained's safetensors file is private (0600) otherwise
     log.info("exported %s to %s", spec.short(), out)
     return out
 
@@ -118,7 +120,21 @@ def load_exported(path: str | Path, device: str | torch.device | None = None) ->
             f"{FORMAT_VERSION}. Re-export it with this version."
         )
     cls = _model_class(arch["model_class"])
-    model = cls.from_pretrained(path)  # type: ignore[attr-defined]
+    problem = pickle_only_problem(path)
+    if problem:
+        raise ExportError(
+            f"{problem}; export it again with `nas export RUN --trial ID` (exports are "
+            "written as safetensors)"
+        )
+    try:  # safetensors only: a pickled .bin someone sent runs code when it is loaded
+        model = cls.from_pretrained(  # type: ignore[attr-defined]
+            path, use_safetensors=True, local_files_only=True
+        )
+    except (OSError, ValueError) as e:
+        raise ExportError(
+            f"cannot load the model of export {path}: {e}; export it again with "
+            "`nas export RUN --trial ID`"
+        ) from None
     if device is not None:
         model.to(device)
     spec = ArchSpec.from_dict(arch["spec"])

@@ -9,6 +9,33 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: What a plain `open()` would give: temp files (mkstemp, mkdtemp, safetensors' own
+#: writer) are private (0600 / 0700), which would keep a run from a colleague or from the
+#: other nodes of a cluster.
+FILE_MODE = 0o666 & ~_umask()
+DIR_MODE = 0o777 & ~_umask()
+
+
+def share(path: str | os.PathLike[str]) -> None:
+    """Give `path` (a file, or a directory and all it holds) the umask's usual modes."""
+    p = Path(path)
+    if p.is_dir():
+        os.chmod(p, DIR_MODE)
+        for root, dirs, files in os.walk(p):
+            for d in dirs:
+                os.chmod(os.path.join(root, d), DIR_MODE)
+            for f in files:
+                os.chmod(os.path.join(root, f), FILE_MODE)
+    elif p.is_file():
+        os.chmod(p, FILE_MODE)
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write `text` so that readers see the old file or the new one, never half of it."""
     path = Path(path)
@@ -19,6 +46,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -79,11 +79,15 @@ def _matrix(data: Any, dirs: list[tuple[str, str]], completed_only: bool = True)
     """(Y (N, M) minimized, row positions kept) of a DataFrame or an (N, M) array.
 
     DataFrame: only `state == "completed"` rows when a state column exists; rows
-    with a NaN objective are dropped either way.
+    with a NaN objective are dropped either way. A frame with no completed row (empty, or
+    only failed / pruned trials, which record no metrics) has no usable row even when
+    its objective columns do not exist yet.
     """
     names = [n for n, _ in dirs]
     if _is_frame(data):
         missing = [n for n in names if n not in data.columns]
+        if missing and not _has_completed(data):
+            return np.empty((0, len(names))), np.empty(0, dtype=np.intp)
         if missing:
             raise ConfigError(
                 f"objective column(s) {missing} are not in the trials; columns: "
@@ -105,6 +109,13 @@ def _matrix(data: Any, dirs: list[tuple[str, str]], completed_only: bool = True)
         ok = ~np.isnan(vals).any(1)
     pos = np.flatnonzero(ok)
     return vals[pos] * _signs(dirs), pos
+
+
+def _has_completed(df: Any) -> bool:
+    """Whether a trials frame has a row that could carry objectives."""
+    if len(df) == 0:
+        return False
+    return "state" not in df.columns or bool((df["state"] == "completed").any())
 
 
 def nondominated_mask(y: np.ndarray, block: int = 1024) -> np.ndarray:
@@ -294,8 +305,11 @@ def plot_pareto(
     y_all, pos_all = _matrix(df, dirs, completed_only=False)
     pts = y_all * _signs(dirs)  # back to the objectives' own units, (N, 2)
     front = pareto_front(df, objectives)
-    f = front[[xn, yn]].to_numpy(dtype=np.float64)
-    f = f[np.argsort(f[:, 0], kind="stable")]
+    if len(front):
+        f = front[[xn, yn]].to_numpy(dtype=np.float64)
+        f = f[np.argsort(f[:, 0], kind="stable")]
+    else:  # no completed trial: the objective columns may not even exist
+        f = np.empty((0, 2))
     fig, ax = _figure()
     ax.scatter(pts[:, 0], pts[:, 1], s=14, c="0.7", label=f"trials ({len(pos_all)})")
     if len(f):
@@ -310,6 +324,17 @@ def plot_pareto(
     ax.set_xlabel(axis_label(xn, xd, units))
     ax.set_ylabel(axis_label(yn, yd, units))
     ax.set_title(f"Pareto front: {len(f)} of {len(pos_all)} trials")
+    if len(f) == 0:
+        n_rows = len(df) if _is_frame(df) else len(pts)
+        ax.text(
+            0.5,
+            0.5,
+            f"nothing to plot yet: no completed trial with both objectives ({n_rows} in all)",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            color="0.4",
+        )
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     _save(fig, path)

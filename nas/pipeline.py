@@ -1,13 +1,16 @@
 """The main job: `nas search <experiment.yaml>` from config to exported architecture.
 
-1. validate the config, create the run directory;
-2. build the space; load the device's latency table, measuring the keys it
-   lacks (host backends) before anything trains; check the budgets are feasible;
-3. build the supernet (optionally from a teacher) and the task; train the
-   supernet with the sandwich rule, checkpointed;
-4. search: an ask/tell strategy through Ray Tune, or one-shot (DQSS + PaS);
-5. store trials, compute the Pareto front, export the chosen architecture(s),
+1. validate the config (`preflight`: registries, device, objectives, paths); build the
+   supernet (optionally from a teacher) and the task; load the device's latency table,
+   measuring the keys it lacks (host backends); check the budgets are feasible — all
+   before the run directory exists, so a mistake leaves nothing behind;
+2. create the run directory; train the supernet with the sandwich rule, checkpointed;
+3. search: an ask/tell strategy through Ray Tune, or one-shot (DQSS + PaS);
+4. store trials, compute the Pareto front, export the chosen architecture(s),
    measure the chosen one end to end, write ``report.md``.
+
+Every path of the config is absolute by then (`nas.config.resolve_paths`): Ray workers
+start in directories of their own.
 
 Like the CLI, this module wires the packages together, so it imports
 `search_spaces`, `latency_tables` and `predictors` (inside functions).
@@ -28,6 +31,7 @@ import numpy as np
 
 from nas.config import ExperimentConfig, parse_config
 from nas.errors import ConfigError
+from nas.io import share
 from nas.runs import RunDir
 from nas.supernet import SpaceEntry, Supernet, get_space
 
@@ -45,6 +49,99 @@ def space_entry(cfg: ExperimentConfig) -> SpaceEntry:
     import search_spaces  # noqa: F401  (registers the shipped spaces)
 
     return get_space(cfg.space)
+
+
+# -- validation before any work ------------------------------------------------------------
+#: Options of the predictor strategy that the pipeline builds itself.
+INJECTED_OPTIONS = ("weak_fn", "encoder", "predictor_factory", "cost_fn")
+
+
+def preflight(cfg: ExperimentConfig) -> SpaceEntry:
+    """Everything about `cfg` that can be checked without building or training anything.
+
+    Raises `ConfigError` naming the key and the fix; `run_search` calls it before a run
+    directory exists, so a mistake leaves nothing behind.
+    """
+    from latency_tables.backends import BACKENDS
+    from latency_tables.cost import COSTS
+    from nas.evaluators import FinetuneEvaluator, SupernetEvaluator
+    from nas.strategies import STRATEGIES
+    from nas.strategies.base import check_options
+
+    if cfg.latency.backend not in BACKENDS:
+        raise ConfigError(
+            f"latency.backend: {cfg.latency.backend!r} is unknown; known: {BACKENDS.names()}"
+        )
+    check_device(cfg.device)
+    s = cfg.search
+    if s.kind == "sample":
+        if s.strategy not in STRATEGIES:
+            raise ConfigError(
+                f"search.strategy: {s.strategy!r} is unknown; known: {STRATEGIES.names()}"
+            )
+        injected = [k for k in s.strategy_options if k in INJECTED_OPTIONS]
+        if s.strategy == "predictor" and injected:
+            raise ConfigError(
+                f"search.strategy_options: {injected} are built by nas search itself; remove them"
+            )
+        check_options(s.strategy, s.strategy_options, key="search.strategy")
+    evaluator = SupernetEvaluator if s.evaluator == "supernet" else FinetuneEvaluator
+    known = (*evaluator.metric_names, *COSTS)
+    unknown = [k for k in s.objectives if k not in known]
+    if unknown:
+        raise ConfigError(
+            f"search.objectives: {unknown} is not measured by the {s.evaluator} evaluator or "
+            f"the cost model; objectives may be {', '.join(known)}"
+        )
+    for key, path, kind in (
+        ("supernet.teacher", cfg.supernet.teacher, "dir"),
+        ("task.path", cfg.task.path, "dir"),
+        ("task.captions", cfg.task.captions, "file"),
+        ("task.vae", cfg.task.vae, "dir"),
+    ):
+        if path and not (Path(path).is_dir() if kind == "dir" else Path(path).is_file()):
+            raise ConfigError(
+                f"{key}: {path} does not exist or is not a "
+                f"{'directory' if kind == 'dir' else 'file'}; fix the path (relative paths are "
+                "read from the working directory) or remove the key"
+            )
+    # last: registering the shipped spaces imports diffusers, the slowest of these checks
+    import search_spaces  # noqa: F401
+    from nas.supernet import SPACES
+
+    if cfg.space not in SPACES:
+        raise ConfigError(
+            f"space: {cfg.space!r} is not a registered space; known: {SPACES.names()}"
+        )
+    return get_space(cfg.space)
+
+
+def check_device(device: str) -> None:
+    """Refuse a torch device this host cannot train on, with what it can."""
+    import torch
+
+    try:
+        d = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(
+            f"device: {device!r} is not a torch device; use cpu, cuda, cuda:N or mps"
+        ) from None
+    if d.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ConfigError(
+                f"device: {device!r}, but this host has no CUDA device "
+                f"(torch {torch.__version__} sees none); use device: cpu here"
+            )
+        if d.index is not None and d.index >= n:
+            raise ConfigError(
+                f"device: {device!r}, but this host has {n} CUDA device(s): 0..{n - 1}"
+            )
+    elif d.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"device: {device!r}, but MPS is not available here; use cpu")
+    elif d.type != "cpu":
+        raise ConfigError(f"device: {device!r}: mqnas trains on cpu, cuda[:N] or mps")
 
 
 # -- latency ------------------------------------------------------------------------------
@@ -132,7 +229,21 @@ def check_budgets(cfg: ExperimentConfig, space, cost) -> None:
 
 # -- supernet and task --------------------------------------------------------------------
 def build_supernet(cfg: ExperimentConfig, entry: SpaceEntry) -> Supernet:
-    net = entry.supernet(device=cfg.device)
+    """The experiment's supernet, its initial weights drawn from `cfg.seed` (a teacher's
+    weights replace them when given); torch's global RNG is left as it was."""
+    import torch
+
+    device = torch.device(cfg.device)
+    if device.type == "cpu":
+        fork: dict[str, Any] = {"devices": []}  # the CPU generator is always forked
+    else:  # init on an accelerator draws from that device's generator: fork it too
+        backend = getattr(torch, device.type)
+        current = getattr(backend, "current_device", lambda: 0)  # mps has one device
+        index = device.index if device.index is not None else current()
+        fork = {"devices": [index], "device_type": device.type}
+    with torch.random.fork_rng(**fork):
+        torch.manual_seed(cfg.seed)
+        net = entry.supernet(device=cfg.device)
     teacher = cfg.supernet.teacher
     if teacher:
         if not Path(teacher).is_dir():
@@ -203,13 +314,19 @@ def load_teacher_model(path: str, device: str):
             f"task.distill.teacher: directory {path} does not exist; give a diffusers model "
             "directory or 'supernet_max'"
         )
-    p, conf = read_teacher_config(path, None, None)
+    p, conf = read_teacher_config(path, None, None, key="task.distill.teacher")
     import diffusers
 
-    cls = getattr(diffusers, conf.get("_class_name", ""), None)
-    if cls is None:
-        raise ConfigError(f"task.distill.teacher: {path} names an unknown model class")
-    return cls.from_pretrained(p, local_files_only=True).to(device).eval()
+    cls = getattr(diffusers, str(conf.get("_class_name", "")), None)
+    if not (isinstance(cls, type) and issubclass(cls, diffusers.ModelMixin)):
+        raise ConfigError(
+            f"task.distill.teacher: {p / 'config.json'} names {conf.get('_class_name')!r}, "
+            "which is not a diffusers model class; give a model directory (e.g. a pipeline's "
+            "unet/ or transformer/)"
+        )
+    # safetensors only: a pickled .bin runs code when it is loaded (read_teacher_config
+    # has refused pickle-only directories already; this keeps diffusers from falling back)
+    return cls.from_pretrained(p, use_safetensors=True, local_files_only=True).to(device).eval()
 
 
 def load_trained(cfg: ExperimentConfig, run: RunDir, supernet: Supernet | None = None) -> Supernet:
@@ -259,6 +376,10 @@ def train_supernet(cfg: ExperimentConfig, run: RunDir, supernet: Supernet, task,
             batch_size=s.batch_size,
             n_random=s.n_random,
             lr=s.lr,
+            grad_clip=s.grad_clip,
+            warmup_steps=s.warmup_steps,
+            max_bad_steps=s.max_bad_steps,
+            max_rollbacks=s.max_rollbacks,
             seed=cfg.seed,
             device=cfg.device,
             checkpoint_dir=run.checkpoints,
@@ -371,38 +492,67 @@ def run_search(
     run: RunDir | None = None,
     ray_address: str | None = None,
     progress: bool = True,
+    retry_failed: bool = True,
 ) -> SearchResult:
-    """Run (or, given an existing `run`, resume) the experiment end to end."""
+    """Run (or, given an existing `run`, resume) the experiment end to end.
+
+    A resumed run retries its failed trials unless `retry_failed` is false.
+    """
     t0 = time.perf_counter()
     resume = run is not None
+    search_opts = {"ray_address": ray_address, "progress": progress, "retry_failed": retry_failed}
+    # everything that can fail on the config fails before the run directory exists
+    entry = preflight(cfg)
+    supernet = build_supernet(cfg, entry)  # a teacher's weights load (or fail) here
+    task = build_task(cfg, supernet)
+    cost = load_cost_model(cfg, entry, progress)  # may measure: after the quick failures
+    check_budgets(cfg, entry.space(), cost)
     run = run or RunDir.create(cfg)
     log.info("run directory: %s", run.path)
-    entry = space_entry(cfg)
-    space = entry.space()
-    cost = load_cost_model(cfg, entry, progress)
-    check_budgets(cfg, space, cost)
-    supernet = build_supernet(cfg, entry)
-    task = build_task(cfg, supernet)
+    try:
+        chosen = _train_and_search(cfg, run, supernet, task, cost, entry, resume, **search_opts)
+    finally:
+        share(run.path)  # readable by the group: a colleague, the nodes of a cluster
+    return SearchResult(run, len(_trial_ids(run)), chosen, time.perf_counter() - t0)
+
+
+def _train_and_search(
+    cfg: ExperimentConfig,
+    run: RunDir,
+    supernet: Supernet,
+    task,
+    cost,
+    entry: SpaceEntry,
+    resume: bool,
+    *,
+    ray_address: str | None,
+    progress: bool,
+    retry_failed: bool,
+) -> dict[str, Any] | None:
+    """Steps 3–5 of the job in `run`: train, search, report; the chosen trial's summary."""
+    from nas.report import finish_run
+
     train_supernet(cfg, run, supernet, task, progress)
-    ctx = RunContext(json.dumps(cfg.model_dump(mode="json")), str(run.path), progress)
     if cfg.search.kind == "oneshot":
         from nas.oneshot_job import run_oneshot
 
         run_oneshot(cfg, run, supernet, task, cost, progress)
-    else:
-        from nas.ray_tune import RaySettings, StrategySearcher, run_tune
+        return finish_run(cfg, run, supernet, cost, entry)
+    from nas.ray_tune import RaySettings, RepeatedFailureError, StrategySearcher, run_tune
 
-        r = cfg.ray
-        settings = RaySettings(
-            address=ray_address or r.address,
-            num_cpus=r.num_cpus,
-            cpus_per_trial=r.cpus_per_trial,
-            gpus_per_trial=r.gpus_per_trial,
-            max_concurrent=r.max_concurrent,
-            object_store_mb=r.object_store_mb,
-            asha=r.asha,
-        )
-        searcher = StrategySearcher(StrategyFactory(ctx), list(cfg.search.objectives))
+    ctx = RunContext(json.dumps(cfg.model_dump(mode="json")), str(run.path), progress)
+    r = cfg.ray
+    settings = RaySettings(
+        address=ray_address or r.address,
+        num_cpus=r.num_cpus,
+        cpus_per_trial=r.cpus_per_trial,
+        gpus_per_trial=r.gpus_per_trial,
+        max_concurrent=r.max_concurrent,
+        object_store_mb=r.object_store_mb,
+        asha=r.asha,
+    )
+    searcher = StrategySearcher(StrategyFactory(ctx), list(cfg.search.objectives))
+    try:
         run_tune(
             searcher,
             EvaluatorFactory(ctx),
@@ -411,11 +561,15 @@ def run_search(
             settings,
             cfg.search.strategy,
             resume=resume,
+            retry_failed=retry_failed,
+            objective=next(iter(cfg.search.objectives.items())),
+            max_consecutive_failures=cfg.search.max_consecutive_failures,
+            progress=progress,
         )
-    from nas.report import finish_run
-
-    chosen = finish_run(cfg, run, supernet, cost, entry)
-    return SearchResult(run, len(_trial_ids(run)), chosen, time.perf_counter() - t0)
+    except RepeatedFailureError:
+        finish_run(cfg, run, supernet, cost, entry)  # the report shows what failed
+        raise
+    return finish_run(cfg, run, supernet, cost, entry)
 
 
 def _trial_ids(run: RunDir) -> list[str]:

@@ -19,16 +19,26 @@ finished is evaluated twice, an interrupted trial restarts from scratch (an
 evaluation keeps no checkpoint), and the store ends with `num_trials` records.
 Tune's own experiment state (`Tuner.restore`) is not used for this: Tune saves it
 at most every ~10 s, so after a crash it lags the store, and restoring it re-runs
-finished trials and loses track of newer ones.
+finished trials and loses track of newer ones. A resume retries the trials that
+failed (`retry_failed`): their records move to ``failed_trials.jsonl`` and their
+samples are handed out again.
+
+Failures. An evaluation that raises, or whose metrics are not finite, is a
+*failed* trial: the trainable reports it as a result (no exception crosses Ray, so
+no traceback floods the console) and the store records it with its error. When
+`max_consecutive_failures` trials in a row fail with the same error, the searcher
+stops suggesting and `run_tune` raises `RepeatedFailureError` with that error.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +58,8 @@ TUNE_NAME = "tune"
 SEARCHER_STATE = "searcher_state.json"
 
 
-class TrialFailedError(MqnasError):
-    """An architecture's evaluation raised; Tune records the trial as errored."""
+class RepeatedFailureError(MqnasError):
+    """Trials keep failing with the same error: the search stopped instead of burning its budget."""
 
 
 class StrategySearcher(Searcher):
@@ -76,6 +86,8 @@ class StrategySearcher(Searcher):
         self._state = dict(state) if state else None
         self._pending: dict[str, dict[str, Any]] = {}  # Tune trial id → sample handed out
         self._requeue: list[dict[str, Any]] = []  # interrupted samples, handed out first
+        # this process's stop condition (`run_tune` sets it; never pickled)
+        self.stop_when: Callable[[], bool] | None = None
 
     @property
     def strategy(self) -> Strategy:
@@ -88,7 +100,9 @@ class StrategySearcher(Searcher):
         return self._strategy
 
     # -- Searcher API -----------------------------------------------------------------------
-    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self.stop_when is not None and self.stop_when():
+            return Searcher.FINISHED
         strategy = self.strategy
         sample = self._requeue.pop(0) if self._requeue else strategy.ask()
         self._pending[trial_id] = dict(sample)
@@ -104,17 +118,19 @@ class StrategySearcher(Searcher):
         sample = self._pending.pop(trial_id, None)
         if sample is None:
             return
-        metrics = None if error or result is None else _told_metrics(result, self.objectives)
+        failed = error or result is None or _reported_failure(result)
+        metrics = None if failed else _told_metrics(result, self.objectives)
         self.strategy.tell(sample, metrics)
 
     # -- resume -----------------------------------------------------------------------------
-    def resume(self, finished: Sequence[Trial]) -> None:
+    def resume(self, finished: Sequence[Trial], retry: Sequence[Trial] = ()) -> None:
         """Continue from `state_path` after an interruption; `finished`: the stored trials.
 
         A pending sample whose trial is in `finished` is told from its record; the
-        others are handed out again before the strategy is asked anything new. Without
-        a saved state (a run from before the searcher kept one), the strategy is
-        warm-started with every stored trial instead.
+        others are handed out again before the strategy is asked anything new, then
+        the samples of `retry` (failed trials to run again). Without a saved state (a
+        run from before the searcher kept one), the strategy is warm-started with every
+        stored trial instead.
         """
         saved = bool(self.state_path) and Path(str(self.state_path)).is_file()
         if saved:
@@ -132,11 +148,14 @@ class StrategySearcher(Searcher):
             metrics = _told_metrics({**t.cost, **t.metrics}, self.objectives) if ok else None
             strategy.tell(self._pending.get(t.id, t.sample), metrics)
         self._pending = {}
+        n_interrupted = len(self._requeue)
+        self._requeue.extend(dict(t.sample) for t in retry)
         self.persist()
         log.info(
-            "resuming the search: %d trials stored, %d interrupted ones to run again",
+            "resuming the search: %d trials stored, %d interrupted and %d failed ones to run again",
             len(finished),
-            len(self._requeue),
+            n_interrupted,
+            len(retry),
         )
 
     def persist(self) -> None:
@@ -202,22 +221,47 @@ def evaluate_trial(
     import ray
 
     set_threads(threads)
-    evaluator = _evaluator(make_evaluator)
     sample = json.loads(config["sample"])
     ctx = tune.get_context()
-    trial = evaluator.evaluate(
-        sample,
-        trial_id=ctx.get_trial_id(),
-        report=lambda m: tune.report(dict(m)),
-        provenance={
-            "trial_name": ctx.get_trial_name(),
-            # which machine of a cluster evaluated it (hosts may share a name)
-            "node_id": ray.get_runtime_context().get_node_id(),
-        },
-    )
+    provenance = {
+        "trial_name": ctx.get_trial_name(),
+        # which machine of a cluster evaluated it (hosts may share a name)
+        "node_id": ray.get_runtime_context().get_node_id(),
+    }
+    try:
+        evaluator = _evaluator(make_evaluator)
+        trial = evaluator.evaluate(
+            sample,
+            trial_id=ctx.get_trial_id(),
+            report=lambda m: tune.report(dict(m)),
+            provenance=provenance,
+        )
+    except Exception as e:  # noqa: BLE001  (no evaluator here: a failed trial, not a crash)
+        log.warning("trial %s: %s: %s", ctx.get_trial_id(), type(e).__name__, e)
+        trial = Trial(
+            id=ctx.get_trial_id(),
+            sample=sample,
+            spec_hash="",
+            metrics={},
+            cost={},
+            state="failed",
+            timings={},
+            provenance=provenance,
+            error=f"{type(e).__name__}: {e}",
+        )
     if trial.state == "failed":
-        raise TrialFailedError(trial.error or "evaluation failed")
+        # a result, not an exception: Tune logs no traceback, the store records the error;
+        # the metric Tune sorts by must be present, and +inf ranks last for mode=min
+        tune.report({"val_loss": math.inf, FAILED: 1, "trial_json": json.dumps(trial.to_json())})
+        return
     tune.report({**trial.metrics, **trial.cost, "trial_json": json.dumps(trial.to_json())})
+
+
+FAILED = "mqnas_failed"  # key of a failed trial's result
+
+
+def _reported_failure(result: Mapping[str, Any]) -> bool:
+    return bool(result.get(FAILED))
 
 
 def _told_metrics(values: Mapping[str, Any], objectives: Sequence[str]) -> dict[str, float] | None:
@@ -238,15 +282,16 @@ def trial_dirname(trial: Any) -> str:
 class TrialStoreCallback(Callback):
     """Appends every finished or failed Tune trial to the run's `trials.jsonl`.
 
-    after_store: called after each record is stored (`run_tune` persists the searcher's
-    state there, so the state never says "pending" about a trial the store lacks).
+    after_store: called with each record after it is stored (`run_tune` persists the
+    searcher's state there, so the state never says "pending" about a trial the store
+    lacks, and updates the progress bar and the failure streak).
     """
 
     def __init__(
         self,
         run_dir: str | os.PathLike[str],
         strategy_name: str,
-        after_store: Callable[[], None] | None = None,
+        after_store: Callable[[Trial], None] | None = None,
     ) -> None:
         self.run_dir = str(run_dir)
         self.strategy_name = strategy_name
@@ -264,7 +309,7 @@ class TrialStoreCallback(Callback):
         store.append(trial)
         store.snapshot()
         if self.after_store is not None:
-            self.after_store()
+            self.after_store(trial)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         res = trial.last_result or {}
@@ -278,8 +323,6 @@ class TrialStoreCallback(Callback):
         self._failed(trial, "failed", _error_text(trial))
 
     def _failed(self, trial: Any, state: str, error: str) -> None:
-        import time
-
         self._append(
             Trial(
                 id=trial.trial_id,
@@ -306,6 +349,78 @@ def _error_text(trial: Any) -> str:
         lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
         return lines[-1][:500] if lines else "error"
     return str(getattr(trial, "error_msg", "") or "error")[:500]
+
+
+# -- progress and failure streaks -------------------------------------------------------------
+@dataclass
+class SearchMonitor:
+    """Driver-side view of the search: a progress bar and the failure streak.
+
+    objective: (name, "min" | "max") of the primary objective (the bar's "best").
+    max_consecutive_failures: the same error this many times in a row stops the search.
+    """
+
+    total: int
+    objective: tuple[str, str] = ("val_loss", "min")
+    max_consecutive_failures: int = 3
+    progress: bool = True
+    done: int = 0
+    failed: int = 0
+    best: float | None = None
+    streak: int = 0
+    last_error: str | None = None
+    _bar: Any = field(default=None, repr=False)
+
+    def start(self, stored: Sequence[Trial]) -> None:
+        from tqdm.auto import tqdm
+
+        for t in stored:
+            self._count(t)
+        self.streak, self.last_error = 0, None  # a new session: only its own failures stop it
+        self._bar = tqdm(
+            total=self.total,
+            initial=self.done,
+            desc="trials",
+            unit="trial",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
+        self._show()
+
+    def _count(self, trial: Trial) -> None:
+        self.done += 1
+        if trial.state == "failed":
+            self.failed += 1
+            same = trial.error == self.last_error
+            self.streak, self.last_error = (self.streak + 1 if same else 1), trial.error
+            return
+        self.streak, self.last_error = 0, None
+        name, mode = self.objective
+        v = {**trial.cost, **trial.metrics}.get(name)
+        if trial.state == "completed" and v is not None and math.isfinite(v):
+            better = self.best is None or (v < self.best if mode == "min" else v > self.best)
+            self.best = v if better else self.best
+
+    def stored(self, trial: Trial) -> None:
+        self._count(trial)
+        if trial.state == "failed":
+            log.warning("trial %s failed: %s", trial.id, trial.error)
+        if self._bar is not None:
+            self._bar.update(1)
+            self._show()
+
+    def _show(self) -> None:
+        if self._bar is not None:
+            best = "—" if self.best is None else f"{self.best:.4g}"
+            self._bar.set_postfix_str(f"best {self.objective[0]}={best}, failed={self.failed}")
+
+    @property
+    def tripped(self) -> bool:
+        return self.streak >= self.max_consecutive_failures
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
 
 # -- running ---------------------------------------------------------------------------------
@@ -341,6 +456,12 @@ def init_ray(s: RaySettings) -> None:
             )
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if not address:
+        # Ray 2.60 enables token auth on a new local cluster and warns that it did: right
+        # for a local Ray, and nothing the user has to act on
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+            logging.ERROR
+        )
     # Tune's new console output prints a table per status update; ours is the progress log.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if address:
@@ -404,21 +525,31 @@ def run_tune(
     settings: RaySettings,
     strategy_name: str,
     resume: bool = False,
+    *,
+    retry_failed: bool = True,
+    objective: tuple[str, str] = ("val_loss", "min"),
+    max_consecutive_failures: int = 3,
+    progress: bool = True,
 ) -> list[Trial]:
     """Run (or resume) the search until the run's store holds `num_trials` trials.
 
-    Returns every trial in the store. Resume semantics: see the module doc.
+    Returns every trial in the store. Resume and failure semantics: see the module doc.
     """
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
-    run_dir = Path(run_dir)
-    storage = (run_dir / "ray").resolve()
+    run_dir = Path(run_dir).resolve()  # Tune's workers start in directories of their own
+    storage = run_dir / "ray"
     store = TrialStore(run_dir)
-    finished = store.trials()
     searcher.state_path = str(run_dir / SEARCHER_STATE)
     if resume:
-        searcher.resume(finished)
-    elif finished:
+        retry = store.retire_failed() if retry_failed else []
+        if retry:
+            log.info("retrying %d failed trials (their records: %s)", len(retry), store.retired)
+        finished = store.trials()
+        searcher.resume(finished, retry)
+    elif finished := store.trials():
         raise ConfigError(
             f"{store.jsonl} already holds {len(finished)} trials; continue that search with "
             f"resume=True (`nas search --resume {run_dir}`) or use a new run directory"
@@ -428,6 +559,14 @@ def run_tune(
         log.info("the run already holds %d of %d trials; nothing to run", len(finished), num_trials)
         return finished
     init_ray(settings)
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # the loggers are ours (below)
+    monitor = SearchMonitor(num_trials, objective, max_consecutive_failures, progress)
+    searcher.stop_when = lambda: monitor.tripped
+
+    def after_store(trial: Trial) -> None:
+        searcher.persist()
+        monitor.stored(trial)
+
     threads = max(1, int(settings.cpus_per_trial))
     trainable = tune.with_resources(
         tune.with_parameters(evaluate_trial, make_evaluator=make_evaluator, threads=threads),
@@ -454,10 +593,30 @@ def run_tune(
         run_config=tune.RunConfig(
             name=_experiment_name(storage),
             storage_path=str(storage),
-            callbacks=[TrialStoreCallback(run_dir, strategy_name, after_store=searcher.persist)],
+            callbacks=[
+                TrialStoreCallback(run_dir, strategy_name, after_store=after_store),
+                # Tune's own per-trial CSV/JSON logs, without its TensorBoard one: that one
+                # warns on every failed trial's +inf (and TensorBoard is not how runs are read)
+                CSVLoggerCallback(),
+                JsonLoggerCallback(),
+            ],
             verbose=0,
             failure_config=tune.FailureConfig(max_failures=0),
         ),
     )
-    tuner.fit()
+    t0 = time.perf_counter()
+    monitor.start(finished)
+    try:
+        with logging_redirect_tqdm():  # log lines above the bar, not through it
+            tuner.fit()
+    finally:
+        monitor.close()
+        searcher.stop_when = None
+    log.info("search: %d trials in %.0f s", monitor.done - len(finished), time.perf_counter() - t0)
+    if monitor.tripped:
+        raise RepeatedFailureError(
+            f"the search stopped: {monitor.streak} trials in a row failed with "
+            f"{monitor.last_error!r}; fix that and resume (`nas search --resume {run_dir}` "
+            "retries failed trials)"
+        )
     return store.trials()

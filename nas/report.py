@@ -76,6 +76,7 @@ def finish_run(
     import json
 
     from nas.pareto import plot_pareto
+    from nas.trials import trial_dir
 
     df = completed_frame(run)
     if len(df) == 0:
@@ -93,7 +94,8 @@ def finish_run(
     space = entry.space()
     for _, row in front.head(cfg.export.top_k).iterrows():
         sample = json.loads(row["sample"])
-        out = run.export_dir / str(row["id"])
+        # the same check as `nas export`: ids come from trials.jsonl, which may be crafted
+        out = trial_dir(run.export_dir, str(row["id"]), inside=run.path)
         metrics = {k: _num(row.get(k)) for k in ("val_loss", "latency_ms", "params", "bytes")}
         export(supernet, sample, out, metrics={**metrics, **export_context(cfg, supernet)})
         exports.append(

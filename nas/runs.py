@@ -57,7 +57,8 @@ class RunDir:
     @classmethod
     def create(cls, cfg: ExperimentConfig, root: str | Path | None = None) -> RunDir:
         """A new run directory under ``<runs_dir>/<name>/`` with the resolved config."""
-        base = Path(root or cfg.runs_dir) / cfg.name
+        # absolute: Ray workers and later commands run from other working directories
+        base = Path(root or cfg.runs_dir).expanduser().resolve() / cfg.name
         stamp = time.strftime("%Y%m%d-%H%M%S")
         path, i = base / stamp, 1
         while path.exists():  # two runs in one second
@@ -70,10 +71,19 @@ class RunDir:
     @classmethod
     def open(cls, path: str | Path) -> RunDir:
         """An existing run directory (``--resume``, ``nas export``)."""
-        p = Path(path)
+        p = Path(path).expanduser().resolve()
         if not (p / CONFIG_FILE).is_file():
             raise ConfigError(
                 f"{p} is not a run directory (no {CONFIG_FILE}); pass the directory that "
                 "`nas search` printed, e.g. runs/<experiment>/<timestamp>"
             )
         return cls(p)
+
+
+def shown(path: str | Path) -> str:
+    """`path` as a user would type it: relative to the working directory when inside it."""
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)

@@ -19,6 +19,7 @@ import logging
 import math
 import numbers
 import os
+import re
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -27,12 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import ConfigError
+from nas.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 STATES = ("completed", "failed", "pruned")
 JSONL = "trials.jsonl"
 PARQUET = "trials.parquet"
+RETIRED = "failed_trials.jsonl"  # failed trials a resume took out to run again
 MAX_SAMPLE_COLUMNS = 64  # wider spaces keep only the JSON `sample` column
 BASE_COLUMNS = ("id", "state", "spec_hash", "created", "error")
 _FIELDS = (
@@ -48,6 +51,34 @@ _FIELDS = (
     "created",
 )
 _lock = threading.Lock()  # appends from threads of one process; flock covers processes
+# A trial id names a directory (``export/<id>/``) and comes from files a user may have been
+# sent, so it must be one harmless path component: Ray Tune's ids (``70ffac67``,
+# ``1a2b3_00001``) and ``uuid4().hex[:12]`` fit; "/", "\", ".." and a leading "." or "-"
+# (hidden files, option-like arguments) do not.
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def safe_trial_id(value: object) -> str:
+    """`value` if it is a safe trial id (see `_SAFE_ID`), else `ConfigError` saying why."""
+    if isinstance(value, str) and _SAFE_ID.fullmatch(value) and ".." not in value:
+        return value
+    raise ConfigError(
+        f"trial id {value!r} is not allowed: an id is 1-128 letters, digits, '_', '-' or '.', "
+        "starts with a letter or digit and has no '..' (it names the directory export/<id>/)"
+    )
+
+
+def trial_dir(base: str | os.PathLike[str], trial_id: str, inside: str | os.PathLike[str]) -> Path:
+    """``base/<trial_id>``, refused unless the id is safe and the resolved path (symlinks
+    followed: a run directory may come from someone else) lies inside `inside`."""
+    out = Path(base) / safe_trial_id(trial_id)
+    root = Path(inside).resolve()
+    if not out.resolve().is_relative_to(root):
+        raise ConfigError(
+            f"{out} resolves to {out.resolve()}, outside {root} (a symlink in the run "
+            "directory?); remove the link or pass --out DIR"
+        )
+    return out
 
 
 @dataclass(frozen=True)
@@ -71,8 +102,7 @@ class Trial:
     created: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.id, str) or not self.id:
-            raise ConfigError(f"a trial id is a non-empty string, got {self.id!r}")
+        safe_trial_id(self.id)
         if self.state not in STATES:
             raise ConfigError(f"trial {self.id}: state {self.state!r} is unknown; use {STATES}")
         for name in ("sample", "metrics", "cost", "timings", "provenance"):
@@ -128,21 +158,7 @@ class TrialStore:
     # -- writing ----------------------------------------------------------------------------------
     def append(self, trial: Trial) -> None:
         """Append one line durably (flush + fsync); safe across threads and processes."""
-        line = json.dumps(trial.to_json(), separators=(",", ":")).encode() + b"\n"
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with _lock:
-            fd = os.open(self.jsonl, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                _flock(fd)
-                size = os.fstat(fd).st_size
-                if size and os.pread(fd, 1, size - 1) != b"\n":
-                    line = b"\n" + line  # a torn line from a crash: start a fresh one
-                view = memoryview(line)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)  # closing releases the lock
+        _append_durably(self.jsonl, _line(trial))
 
     def snapshot(self) -> Path:
         """Write `frame()` to ``trials.parquet`` atomically; returns its path."""
@@ -155,6 +171,26 @@ class TrialStore:
             if tmp.exists():
                 tmp.unlink()
         return self.parquet
+
+    @property
+    def retired(self) -> Path:
+        return self.run_dir / RETIRED
+
+    def retire_failed(self) -> list[Trial]:
+        """Move the failed trials out of the record (to be run again); return them.
+
+        Their records are appended to ``failed_trials.jsonl`` first (durably), then
+        ``trials.jsonl`` is rewritten without them atomically: a crash in between leaves
+        them in both files, and the next call moves them again.
+        """
+        failed = [t for t in self.trials() if t.state == "failed"]
+        if not failed:
+            return []
+        _append_durably(self.retired, b"".join(_line(t) for t in failed))
+        keep = [t for t in self.trials() if t.state != "failed"]
+        atomic_write_text(self.jsonl, "".join(_line(t).decode() for t in keep))
+        self.snapshot()
+        return failed
 
     # -- reading ----------------------------------------------------------------------------------
     def trials(self) -> list[Trial]:
@@ -178,7 +214,9 @@ class TrialStore:
             try:
                 t = Trial.from_json(d)
             except (ConfigError, TypeError) as e:
-                raise ConfigError(f"{self.jsonl}, line {no}: not a trial record: {e}") from None
+                raise ConfigError(
+                    f"{self.jsonl}, line {no}: not a trial record: {e}; fix or delete that line"
+                ) from None
             by_id[t.id] = t
         return list(by_id.values())
 
@@ -191,6 +229,28 @@ class TrialStore:
     def frame(self):
         """The trials as a pandas DataFrame (columns: see `trials_frame`)."""
         return trials_frame(self.trials())
+
+
+def _line(trial: Trial) -> bytes:
+    return json.dumps(trial.to_json(), separators=(",", ":")).encode() + b"\n"
+
+
+def _append_durably(path: Path, data: bytes) -> None:
+    """Append `data` (whole lines) under a lock, flushed and fsynced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _lock:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            _flock(fd)
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                data = b"\n" + data  # a torn line from a crash: start a fresh one
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)  # closing releases the lock
 
 
 def _flock(fd: int) -> None:
@@ -276,8 +336,12 @@ def load_run(path: str | os.PathLike[str]):
     """The trials of a run directory as a DataFrame (`trials.parquet` if newer, else the JSONL).
 
     `path` may also name ``trials.jsonl`` or ``trials.parquet`` inside the run directory.
+    A run that has no trial yet (its supernet trains first, or every trial is still
+    running) gives a frame with no rows, so notebooks can say "nothing yet" instead of failing.
     """
     import pandas as pd
+
+    from nas.runs import CONFIG_FILE
 
     p = Path(path)
     if p.is_file() and p.name in (JSONL, PARQUET):
@@ -291,10 +355,13 @@ def load_run(path: str | os.PathLike[str]):
     jl, pq = store.jsonl, store.parquet
     if pq.exists() and (not jl.exists() or pq.stat().st_mtime_ns > jl.stat().st_mtime_ns):
         df = pd.read_parquet(pq)
-    elif jl.exists():
+    elif jl.exists() or (p / CONFIG_FILE).is_file():
         df = store.frame()
     else:
-        raise ConfigError(f"{p} holds no trials ({JSONL} or {PARQUET}); is it a run directory?")
+        raise ConfigError(
+            f"{p} holds no trials ({JSONL} or {PARQUET}) and no {CONFIG_FILE}; give a run "
+            "directory (runs/<experiment>/<timestamp>/)"
+        )
     if len(df) == 0:
-        raise ConfigError(f"{p} holds no trials yet ({JSONL} is empty)")
+        log.info("%s holds no trials yet", p)
     return df

@@ -1704,8 +1704,8 @@ class MobileUNetSupernet(Supernet):
             check_teacher_config(self.config, conf, allow_conv_projection=allow_conv_projection)
             from diffusers import UNet2DConditionModel
 
-            teacher = UNet2DConditionModel.from_pretrained(
-                path, local_files_only=True, low_cpu_mem_usage=False
+            teacher = UNet2DConditionModel.from_pretrained(  # safetensors only: no unpickling
+                path, use_safetensors=True, local_files_only=True, low_cpu_mem_usage=False
             )
         identity = [
             f"down_blocks.{s}.resnets.0.conv_shortcut" for s in range(_layout(self.config).n)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -152,6 +153,32 @@ def test_load_run_names_the_path_when_there_is_nothing(tmp_path):
         load_run(tmp_path / "nope")
     with pytest.raises(ConfigError, match=re.escape(str(tmp_path)) + ".*no trials"):
         load_run(tmp_path)
-    (tmp_path / "trials.jsonl").write_text("")
-    with pytest.raises(ConfigError, match="no trials"):
-        load_run(tmp_path)
+
+
+def test_load_run_of_a_run_without_trials_yet_is_an_empty_frame(tmp_path):
+    # a run whose supernet is still training has config.yaml but no trials.jsonl yet
+    (tmp_path / "config.yaml").write_text("name: x\n")
+    for _ in range(2):
+        df = load_run(tmp_path)
+        assert len(df) == 0 and {"id", "state", "created", "sample"} <= set(df.columns)
+        (tmp_path / "trials.jsonl").write_text("")  # then an empty record
+
+
+def test_a_nan_metric_makes_a_failed_trial_not_a_result():
+    import torch
+
+    from nas.evaluators import SupernetEvaluator
+    from nas.supernet import get_space
+    from nas.tasks.base import DenoiserIO
+    from nas.tasks.digits import DigitsDenoising
+
+    net = get_space("test_mobile_unet").supernet(device="cpu").eval()
+    task = DigitsDenoising(DenoiserIO.of(net), seed=0, val_images=4, val_timesteps=1)
+    ev = SupernetEvaluator(net, task)
+    sample = net.space.default()
+    assert ev.evaluate(sample).state == "completed"
+    with torch.no_grad():
+        net.weight_parameters()[0].fill_(float("nan"))  # what a diverged training leaves
+    t = ev.evaluate(sample)
+    assert t.state == "failed" and math.isnan(t.metrics["val_loss"])  # kept as measured
+    assert t.error == "FloatingPointError: non-finite metrics {'val_loss': nan}"

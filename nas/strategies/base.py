@@ -223,13 +223,23 @@ def make_strategy(
     **options: Any,
 ) -> Strategy:
     """Build the strategy registered as `name`; unknown options are a `ConfigError`."""
-    cls = STRATEGIES.get(name)
-    params = inspect.signature(cls.__init__).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    known = [k for k in params if k not in ("self", "space", "objectives", "seed")]
-    unknown = [k for k in options if k not in known]
-    if unknown and not takes_any:
+    check_options(name, options)
+    return STRATEGIES.get(name)(space, objectives, seed, **options)
+
+
+def strategy_options(name: str) -> list[str] | None:
+    """The keyword options of strategy `name` (None: it takes any)."""
+    params = inspect.signature(STRATEGIES.get(name).__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return [k for k in params if k not in ("self", "space", "objectives", "seed")]
+
+
+def check_options(name: str, options: Mapping[str, Any], key: str = "strategy") -> None:
+    """Refuse options strategy `name` does not take (before anything is built or trained)."""
+    known = strategy_options(name)
+    unknown = [] if known is None else [k for k in options if k not in known]
+    if unknown:
         raise ConfigError(
-            f"strategy {name!r} has no option(s) {unknown}; its options: {known or '(none)'}"
+            f"{key} {name!r} has no option(s) {unknown}; its options: {known or '(none)'}"
         )
-    return cls(space, objectives, seed, **options)

@@ -248,6 +248,7 @@ class PredictorGuided(Strategy):
             self.failed.add(i)
             return
         self.strong[i] = float(metrics[self.primary.name])
+        self.failed.discard(i)  # a retried trial that failed before
 
     def propose(self, k: int = 1) -> list[dict[str, Any]]:
         """The predicted top-k of the pool (all within the budgets by construction)."""

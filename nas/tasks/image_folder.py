@@ -190,7 +190,8 @@ def load_vae(vae: str | Path | nn.Module) -> tuple[nn.Module, str]:
     from diffusers import AutoencoderKL
 
     try:
-        model = AutoencoderKL.from_pretrained(path, local_files_only=True)
+        # safetensors only: a pickled .bin runs code when it is loaded
+        model = AutoencoderKL.from_pretrained(path, use_safetensors=True, local_files_only=True)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise ConfigError(
             f"cannot load an AutoencoderKL from {str(path)!r}: {e}; save it with "

@@ -23,6 +23,21 @@ Gradients reach `supernet.weight_parameters()` only: architecture parameters
 are frozen during the step, so a differentiable policy's optimizer sees none of
 the sandwich's gradient.
 
+Stability (not in the paper; what keeps a short, high-lr run from dying):
+
+* linear warm-up: the lr of step i (0-based) is lr · min(1, (i + 1) / warmup_steps);
+  the first AdamW updates are ±lr on every weight whatever the gradient's size
+  (the second-moment estimate holds one sample), and ramping them in is cheap;
+* non-finite steps are skipped: when a loss (max, min, a random student, a
+  distillation term) or the total gradient norm is NaN/inf the step applies
+  nothing (gradients zeroed, no optimizer step, the batch is spent) and says so
+  in the log and in the history (``skipped: true``);
+* after `max_bad_steps` skipped steps in a row the trainer rolls back to the last
+  good snapshot (an in-memory copy of weights, optimizer and RNG states taken
+  with every checkpoint, and at the start) and replays from there with the lr
+  halved; after `max_rollbacks` rollbacks it gives up (`TrainingDivergedError`).
+  The lr scale, the rollbacks and the snapshot's step are in the checkpoints.
+
 Determinism: the data stream is `task.batches(batch_size, seed)`, the noise of
 step i comes from a CPU `torch.Generator` seeded by (seed, i), the random samples
 from one numpy Generator. Checkpoints (`nas.training.checkpoint`) hold all of
@@ -31,7 +46,9 @@ it, so k steps + resume + (N − k) steps equals N steps bit for bit.
 
 from __future__ import annotations
 
+import copy
 import logging
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -44,12 +61,13 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, MqnasError
 from nas.quant import set_quant_enabled
 from nas.supernet import Supernet
 from nas.tasks.base import Batch, Task, denoise
 from nas.tasks.util import eval_mode
 from nas.training.checkpoint import (
+    Checkpoint,
     CheckpointError,
     flatten_optimizer,
     latest_checkpoint,
@@ -73,7 +91,16 @@ TRAJECTORY_FIELDS = (
     "quant",
     "grad_clip",
     "seed",
+    "warmup_steps",
+    "max_bad_steps",
 )
+#: What a checkpoint written before a field existed implicitly used (the old trainer had
+#: no warm-up); a field absent from this table and from a checkpoint is not compared.
+_LEGACY_FIELDS = {"warmup_steps": 0}
+
+
+class TrainingDivergedError(MqnasError):
+    """Supernet training kept producing non-finite losses or gradients after its rollbacks."""
 
 
 @dataclass(frozen=True)
@@ -92,24 +119,30 @@ class TrainerConfig:
     checkpoint_every: int = 500
     log_every: int = 50
     val_every: int = 0
+    warmup_steps: int = 0
+    max_bad_steps: int = 3
+    max_rollbacks: int = 3
 
     def __post_init__(self) -> None:
         positive = {
             "batch_size": self.batch_size,
             "checkpoint_every": self.checkpoint_every,
             "log_every": self.log_every,
+            "max_bad_steps": self.max_bad_steps,
         }
         nonneg = {
             "steps": self.steps,
             "n_random": self.n_random,
             "seed": self.seed,
             "val_every": self.val_every,
+            "warmup_steps": self.warmup_steps,
+            "max_rollbacks": self.max_rollbacks,
         }
         for name, v in positive.items():
-            if not isinstance(v, int) or v < 1:
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"{name} must be an integer ≥ 1, got {v!r}")
         for name, v in nonneg.items():
-            if not isinstance(v, int) or v < 0:
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ConfigError(f"{name} must be an integer ≥ 0, got {v!r}")
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr!r}")
@@ -133,6 +166,10 @@ class SupernetTrainer:
     continues from its latest one. `val_every` > 0 runs `task.validate` on the max
     and min sub-networks every that many steps (keys ``max/<metric>``,
     ``min/<metric>`` of that step's history entry).
+
+    `warmup_steps` (0: none), `max_bad_steps` and `max_rollbacks` set the stability
+    policy of the module docstring; the rollback snapshots are taken at the
+    `checkpoint_every` cadence whether or not `checkpoint_dir` is set.
     """
 
     def __init__(
@@ -157,6 +194,9 @@ class SupernetTrainer:
         progress: bool = True,
         resume: bool = False,
         keep_checkpoints: int | None = 2,
+        warmup_steps: int = 0,
+        max_bad_steps: int = 3,
+        max_rollbacks: int = 3,
     ) -> None:
         self.config = TrainerConfig(
             steps=steps,
@@ -171,6 +211,9 @@ class SupernetTrainer:
             checkpoint_every=checkpoint_every,
             log_every=log_every,
             val_every=val_every,
+            warmup_steps=warmup_steps,
+            max_bad_steps=max_bad_steps,
+            max_rollbacks=max_rollbacks,
         )
         self.device = torch.device(device) if device is not None else device_of(supernet)
         self.supernet = supernet.to(self.device)
@@ -198,6 +241,11 @@ class SupernetTrainer:
         self.optimizer = torch.optim.AdamW(self._weights, lr=lr, weight_decay=weight_decay)
         self.step = 0
         self.history: list[dict[str, Any]] = []
+        # stability state (module docstring): it survives rollbacks and is checkpointed
+        self.lr_scale = 1.0  # halved by each rollback; the config's lr stays the user's
+        self.bad_streak = 0  # skipped steps in a row
+        self.rollbacks: list[dict[str, Any]] = []
+        self._good: _Snapshot | None = None  # what a rollback returns to
         self._stream: Iterator[Batch] | None = None
         self._stream_pos = 0
         if resume:
@@ -207,15 +255,25 @@ class SupernetTrainer:
     def train(self) -> list[dict[str, Any]]:
         """Train until `steps`; return the per-step history (also kept in `self.history`).
 
-        Each entry: ``step`` (optimizer steps done), ``loss_max``, ``loss_min``,
-        ``loss_rand`` (mean over the random samples; None without any), ``distill``
-        (mean distillation term of the students), ``seconds`` (wall time of the step).
+        Each entry: ``step`` (steps done, skipped ones included), ``loss_max``,
+        ``loss_min``, ``loss_rand`` (mean over the random samples; None without any),
+        ``distill`` (mean distillation term of the students), ``lr`` (the step's lr, after
+        warm-up and rollbacks), ``grad_norm`` (total, before clipping), ``skipped`` (the
+        step was not applied: ``nonfinite`` names the culprits), ``rollbacks`` (done so
+        far), ``seconds`` (wall time of the step). After a rollback the history is that
+        of the snapshot again (one entry per step of the weights' trajectory); the
+        skipped steps that caused it are kept in `self.rollbacks`.
+
+        Raises `TrainingDivergedError` when the steps stay non-finite after
+        `max_rollbacks` rollbacks.
         """
         cfg = self.config
         if self.step >= cfg.steps:
             return self.history
         set_quant_enabled(self.supernet, cfg.quant)
         self.supernet.train()
+        if self._good is None:
+            self._good = self._snapshot()
         stream = self._batches()
         bar = tqdm(
             total=cfg.steps,
@@ -231,6 +289,23 @@ class SupernetTrainer:
                 self._stream_pos += 1
                 rec = self._train_step(batch)
                 self.step += 1
+                if rec["skipped"]:
+                    self.bad_streak += 1
+                    log.warning(
+                        "step %d: non-finite %s; step skipped (%d/%d in a row before a rollback)",
+                        self.step,
+                        ", ".join(f"{k}={v}" for k, v in rec["nonfinite"].items()),
+                        self.bad_streak,
+                        cfg.max_bad_steps,
+                    )
+                    if self.bad_streak >= cfg.max_bad_steps:
+                        self._rollback(rec)
+                        stream = self._batches()
+                        bar.n = self.step
+                        bar.refresh()
+                        continue
+                else:
+                    self.bad_streak = 0
                 if cfg.val_every and self.step % cfg.val_every == 0:
                     rec.update(self.validate())
                 self.history.append(rec)
@@ -238,10 +313,13 @@ class SupernetTrainer:
                 bar.set_postfix(max=f"{rec['loss_max']:.4f}", min=f"{rec['loss_min']:.4f}")
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     log.info("step %d/%d %s", self.step, cfg.steps, _fmt(rec))
-                if self.checkpoint_dir is not None and (
-                    self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps
-                ):
-                    self.save_checkpoint()
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    # a rollback target must not be mid-streak: replaying from weights
+                    # that already fail would fail the same way
+                    if self.bad_streak == 0:
+                        self._good = self._snapshot()
+                    if self.checkpoint_dir is not None:
+                        self.save_checkpoint()
         finally:
             bar.close()
         return self.history
@@ -258,9 +336,21 @@ class SupernetTrainer:
             self._stream_pos = self.step
         return self._stream
 
+    def lr_at(self, step: int) -> float:
+        """The lr of step `step` (0-based): warm-up ramp × rollback scale × config lr.
+
+        A function of (step, lr_scale) only, so a resumed run recomputes it exactly.
+        """
+        cfg = self.config
+        warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+        return cfg.lr * self.lr_scale * warm
+
     def _train_step(self, batch: Batch) -> dict[str, Any]:
         cfg = self.config
         t0 = time.perf_counter()
+        lr = self.lr_at(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         batch = {k: v.to(self.device) for k, v in batch.items()}
         gen = step_generator(cfg.seed, self.step)
         nb = noisy_batch(self.noising, batch, gen)  # x_t, target (B, C, H, W); t (B,)
@@ -269,6 +359,7 @@ class SupernetTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         task_losses: list[float] = []
         distills: list[float] = []
+        names = ["min", *(f"rand{i}" for i in range(1, cfg.n_random + 1))]
         with frozen(self._arch):
             with self.supernet.activate(self._max):
                 out = denoise(self.supernet, nb.x_t, nb.t, nb.context)  # (B, C or 2C, H, W)
@@ -283,19 +374,109 @@ class SupernetTrainer:
                     (task_loss + cfg.distill_weight * distill).backward()
                 task_losses.append(float(task_loss.detach()))
                 distills.append(float(distill.detach()))
+        grads = [p.grad for p in self._weights if p.grad is not None]
         if cfg.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self._weights, cfg.grad_clip)
-        self.optimizer.step()
+            norm = torch.nn.utils.clip_grad_norm_(self._weights, cfg.grad_clip)
+        elif grads:
+            norm = torch.nn.utils.get_total_norm(grads)
+        else:
+            norm = torch.zeros(())
+        grad_norm = float(norm)
+        values = {
+            "loss_max": float(loss_max.detach()),
+            **{f"loss_{n}": v for n, v in zip(names, task_losses)},
+            **{f"distill_{n}": v for n, v in zip(names, distills)},
+            "grad_norm": grad_norm,
+        }
+        nonfinite = {k: v for k, v in values.items() if not math.isfinite(v)}
+        if nonfinite:
+            # one bad batch must not poison the weights nor AdamW's moments: apply nothing
+            self.optimizer.zero_grad(set_to_none=True)
+        else:
+            self.optimizer.step()
 
         rand = task_losses[1:]
         return {
             "step": self.step + 1,
-            "loss_max": float(loss_max.detach()),
+            "loss_max": values["loss_max"],
             "loss_min": task_losses[0],
             "loss_rand": float(np.mean(rand)) if rand else None,
             "distill": float(np.mean(distills)),
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "skipped": bool(nonfinite),
+            "nonfinite": nonfinite,
+            "rollbacks": len(self.rollbacks),
             "seconds": time.perf_counter() - t0,
         }
+
+    # -- stability: snapshots and rollbacks -----------------------------------------------
+    def _snapshot(self) -> _Snapshot:
+        """A copy of everything a rollback restores (not the lr scale nor the rollbacks)."""
+        return _Snapshot(
+            step=self.step,
+            model={k: v.detach().clone() for k, v in self.supernet.state_dict().items()},
+            optimizer=copy.deepcopy(self.optimizer.state_dict()),
+            numpy_rng=copy.deepcopy(self.rng.bit_generator.state),
+            torch_cpu=torch.get_rng_state(),
+            torch_cuda=(
+                torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+            ),
+            history=tuple(self.history),
+        )
+
+    def _restore(self, snap: _Snapshot) -> None:
+        self.supernet.load_state_dict(snap.model, strict=True)
+        # load_state_dict keeps same-device tensors as they are: give it copies, or the
+        # next steps would update the snapshot in place
+        self.optimizer.load_state_dict(copy.deepcopy(snap.optimizer))
+        self.rng.bit_generator.state = copy.deepcopy(snap.numpy_rng)
+        torch.set_rng_state(snap.torch_cpu)
+        if snap.torch_cuda is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(snap.torch_cuda, self.device)
+        self.history = list(snap.history)
+        self.step = snap.step
+        self._stream = None
+
+    def _rollback(self, rec: dict[str, Any]) -> None:
+        """Return to the last good snapshot with the lr halved, or give up."""
+        cfg = self.config
+        reason = ", ".join(f"{k}={v}" for k, v in rec["nonfinite"].items())
+        if len(self.rollbacks) >= cfg.max_rollbacks:
+            raise TrainingDivergedError(
+                f"supernet training diverged: {self.bad_streak} non-finite steps in a row at "
+                f"step {self.step} ({reason}) after {len(self.rollbacks)} rollbacks that "
+                f"halved the lr to {self.lr_at(self.step - 1):.3g}. Lower supernet.lr (now "
+                f"{cfg.lr:g}), keep supernet.grad_clip set (e.g. 1.0), lengthen "
+                "supernet.warmup_steps, or raise supernet.max_rollbacks; to find the layer "
+                "at fault, train once with fp32-only quant options"
+            )
+        assert self._good is not None  # taken when train() starts
+        old, new = self.lr_scale, self.lr_scale / 2
+        bad = [r for r in self.history[len(self._good.history) :] if r.get("skipped")] + [rec]
+        event = {
+            "step": self.step,
+            "to_step": self._good.step,
+            "lr_scale_old": old,
+            "lr_scale_new": new,
+            "skipped": [{"step": r["step"], "nonfinite": r["nonfinite"]} for r in bad],
+        }
+        log.warning(
+            "step %d: %d non-finite steps in a row (%s); rolling back to step %d with lr "
+            "%.3g → %.3g (rollback %d/%d)",
+            self.step,
+            self.bad_streak,
+            reason,
+            self._good.step,
+            cfg.lr * old,
+            cfg.lr * new,
+            len(self.rollbacks) + 1,
+            cfg.max_rollbacks,
+        )
+        self._restore(self._good)
+        self.lr_scale = new
+        self.bad_streak = 0
+        self.rollbacks.append(event)
 
     # -- validation ---------------------------------------------------------------------
     def validate(self, samples: dict[str, Any] | None = None) -> dict[str, float]:
@@ -342,6 +523,13 @@ class SupernetTrainer:
             "optimizer": meta,
             "rng": {"numpy": self.rng.bit_generator.state},
             "history": self.history,
+            # the config's lr stays the user's; what rollbacks did to it is recorded here
+            "stability": {
+                "lr_scale": self.lr_scale,
+                "bad_streak": self.bad_streak,
+                "rollbacks": self.rollbacks,
+                "good_step": self._good.step if self._good is not None else self.step,
+            },
         }
         return write_checkpoint(
             directory,
@@ -362,28 +550,53 @@ class SupernetTrainer:
         if directory is None:
             raise ConfigError("resume needs a checkpoint directory: pass checkpoint_dir=...")
         ckpt = read_checkpoint(latest_checkpoint(directory))
+        snap = self._snapshot_of(ckpt)
+        # written before the trainer skipped steps: no rollbacks, full lr
+        stability = ckpt.state.get("stability", {})
+        self._restore(snap)
+        self.lr_scale = float(stability.get("lr_scale", 1.0))
+        self.bad_streak = int(stability.get("bad_streak", 0))
+        self.rollbacks = list(stability.get("rollbacks", []))
+        self._good = snap
+        good_step = int(stability.get("good_step", ckpt.step))
+        if self.bad_streak and good_step != ckpt.step:
+            # written mid-streak: the rollback target is the checkpoint of `good_step`
+            try:
+                self._good = self._snapshot_of(
+                    read_checkpoint(Path(directory) / f"step_{good_step}")
+                )
+            except CheckpointError as e:
+                log.warning(
+                    "checkpoint %s was written during %d non-finite steps and its rollback "
+                    "target (step %d) cannot be read (%s); a rollback will return to step %d "
+                    "instead, so the run may differ from an uninterrupted one",
+                    ckpt.path,
+                    self.bad_streak,
+                    good_step,
+                    e,
+                    ckpt.step,
+                )
+        log.info("resumed from %s (step %d)", ckpt.path, ckpt.step)
+        return ckpt.step
+
+    def _snapshot_of(self, ckpt: Checkpoint) -> _Snapshot:
+        """A checkpoint as a snapshot, checked against this trainer first."""
         try:
             self._check_compatible(ckpt.state, ckpt.model, ckpt.path)
-            optim = unflatten_optimizer(ckpt.optimizer, ckpt.state["optimizer"])
-            rng_state = ckpt.state["rng"]["numpy"]
-            history = list(ckpt.state["history"])
-            cpu_rng = ckpt.optimizer["rng.torch_cpu"]
+            return _Snapshot(
+                step=ckpt.step,
+                model=ckpt.model,
+                optimizer=unflatten_optimizer(ckpt.optimizer, ckpt.state["optimizer"]),
+                numpy_rng=ckpt.state["rng"]["numpy"],
+                torch_cpu=ckpt.optimizer["rng.torch_cpu"],
+                torch_cuda=ckpt.optimizer.get("rng.torch_cuda"),
+                history=tuple(ckpt.state["history"]),
+            )
         except KeyError as e:
             raise CheckpointError(
                 f"checkpoint {str(ckpt.path)!r} lacks {e}; it was not written by "
                 "SupernetTrainer.save_checkpoint"
             ) from None
-        self.supernet.load_state_dict(ckpt.model, strict=True)
-        self.optimizer.load_state_dict(optim)
-        self.rng.bit_generator.state = rng_state
-        torch.set_rng_state(cpu_rng)
-        if self.device.type == "cuda" and "rng.torch_cuda" in ckpt.optimizer:
-            torch.cuda.set_rng_state(ckpt.optimizer["rng.torch_cuda"], self.device)
-        self.history = history
-        self.step = ckpt.step
-        self._stream = None
-        log.info("resumed from %s (step %d)", ckpt.path, ckpt.step)
-        return ckpt.step
 
     def _check_compatible(
         self, state: dict[str, Any], model: dict[str, Tensor], path: Path
@@ -401,10 +614,11 @@ class SupernetTrainer:
                 f"{ours['task']!r}"
             )
         mine = asdict(self.config)
+        theirs = {k: state["config"].get(k, _LEGACY_FIELDS.get(k, mine[k])) for k in mine}
         diffs = [
-            f"{k}: checkpoint {state['config'].get(k)!r} vs trainer {mine[k]!r}"
+            f"{k}: checkpoint {theirs[k]!r} vs trainer {mine[k]!r}"
             for k in TRAJECTORY_FIELDS
-            if state["config"].get(k) != mine[k]
+            if theirs[k] != mine[k]
         ]
         if diffs:
             raise ConfigError(
@@ -434,12 +648,25 @@ class SupernetTrainer:
             )
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    """The state a rollback returns to (in memory; tensors are private copies)."""
+
+    step: int
+    model: dict[str, Tensor]
+    optimizer: dict[str, Any]
+    numpy_rng: dict[str, Any]
+    torch_cpu: Tensor
+    torch_cuda: Tensor | None
+    history: tuple[dict[str, Any], ...]
+
+
 def _fmt(rec: dict[str, Any]) -> str:
     return " ".join(
         f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
         for k, v in rec.items()
-        if k != "step"
+        if k != "step" and not (k == "nonfinite" and not v)
     )
 
 
-__all__ = ["TRAJECTORY_FIELDS", "SupernetTrainer", "TrainerConfig"]
+__all__ = ["TRAJECTORY_FIELDS", "SupernetTrainer", "TrainerConfig", "TrainingDivergedError"]

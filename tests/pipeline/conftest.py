@@ -1,9 +1,10 @@
 """The session's smoke run, shared by the tests that read its outputs."""
 
+import statistics
 from pathlib import Path
 
 import pytest
-from pipeline_helpers import nas_cmd, run_dirs, smoke_config
+from pipeline_helpers import ERROR_SECONDS, nas_cmd, run_dirs, smoke_config
 
 
 @pytest.fixture(scope="session")
@@ -16,3 +17,13 @@ def smoke_run(tmp_path_factory) -> Path:
     (run,) = run_dirs(tmp)
     (run / "stdout.txt").write_text(r.stdout)
     return run
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    times = config.stash.get(ERROR_SECONDS, {})
+    if times:
+        slowest = max(times, key=times.get)
+        terminalreporter.write_line(
+            f"seconds to a bad-input error: {len(times)} cases, median "
+            f"{statistics.median(times.values()):.2f}, max {times[slowest]:.2f} ({slowest})"
+        )

@@ -6,10 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).parents[2]
 SMOKE = ROOT / "experiments" / "smoke.yaml"
+#: case → seconds from `nas search` to its error (test_bad_inputs.py measures, conftest reports)
+ERROR_SECONDS = pytest.StashKey[dict]()
 
 
 def nas_cmd(*args: str, cwd: Path, timeout: float = 600, **kw) -> subprocess.CompletedProcess:

@@ -6,9 +6,11 @@ Ray instance of the machine, other people's included)."""
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -31,6 +33,8 @@ class DigitsEvaluatorFactory:
 
     pause_s: seconds each evaluation waits before scoring, so a test can stop a search
     while trials are still running (the evaluation itself stays the real one).
+    diverged: the supernet's stem weights are NaN (what a diverged training leaves), so
+    every evaluation really computes a NaN loss.
     """
 
     space: str = SPACE
@@ -38,6 +42,7 @@ class DigitsEvaluatorFactory:
     val_timesteps: int = 2
     seed: int = 0
     pause_s: float = 0.0
+    diverged: bool = False
 
     def __call__(self):
         import search_spaces  # noqa: F401  (registers the spaces)
@@ -48,6 +53,11 @@ class DigitsEvaluatorFactory:
 
         entry = get_space(self.space)
         net = entry.supernet(device="cpu").eval()
+        if self.diverged:
+            import torch
+
+            with torch.no_grad():
+                net.weight_parameters()[0].fill_(float("nan"))
         task = DigitsDenoising(
             DenoiserIO.of(net),
             seed=self.seed,
@@ -178,3 +188,38 @@ def files_naming_strategy_modules(ray_dir: Path) -> list[Path]:
     """Ray's files that name a strategy module: a pickle of a live strategy object does
     (a class is pickled by module and name); our JSON state names only the class."""
     return [p for p in ray_dir.rglob("*") if p.is_file() and b"nas.strategies" in p.read_bytes()]
+
+
+# -- a search in a session of its own, killed with SIGKILL ---------------------------------
+def store_records(run: Path) -> list[dict]:
+    """The raw lines of the run's store (a line being written when read is skipped)."""
+    p = run / "trials.jsonl"
+    out = []
+    for line in p.read_bytes().splitlines() if p.exists() else []:
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def start_session(
+    cmd: list[str], env: dict[str, str], log: Path, cwd: Path | None = None
+) -> subprocess.Popen:
+    # its own session: one killpg reaches the driver and the Ray processes it spawned
+    with log.open("w") as out:
+        return subprocess.Popen(
+            cmd, env=env, cwd=cwd, start_new_session=True, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def kill_session(proc: subprocess.Popen, tag: str) -> list[int]:
+    """SIGKILL the whole process group; returns the tagged processes that outlived it."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    # Ray workers run in sessions of their own; they notice their raylet is gone and exit
+    try:
+        wait_for(lambda: not tagged_pids(tag), 20, "Ray workers of the killed search to exit")
+        return []
+    except TimeoutError:
+        return kill_tagged(tag)

@@ -86,3 +86,43 @@ def test_cli_reports_bad_config_in_one_line_exit_2(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "unknown key 'search.num_trialz'" in lines[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_relative_paths_resolve_against_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "exp").mkdir()
+    exp = tmp_path / "exp" / "e.yaml"
+    exp.write_text(
+        yaml.safe_dump(
+            _base(
+                runs_dir="out/runs",
+                latency={"root": "tables"},
+                supernet={"teacher": "~/teacher"},
+                task={"distill": {"teacher": "supernet_max"}},
+            )
+        )
+    )
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config("exp/e.yaml")
+    # the working directory of the command, not the YAML's folder: what the README types
+    assert cfg.runs_dir == str(tmp_path / "out" / "runs")
+    assert cfg.latency.root == str(tmp_path / "tables")
+    assert cfg.supernet.teacher == str(Path("~/teacher").expanduser())
+    assert cfg.task.distill.teacher == "supernet_max"  # a name, not a path
+    # the resolved config round-trips unchanged from anywhere (what a run stores)
+    monkeypatch.chdir(tmp_path / "exp")
+    assert (
+        load_config(exp) == load_config(exp).model_copy()
+        and parse_config(yaml.safe_load(dump_config(cfg))) == cfg
+    )
+
+
+def test_a_run_directory_is_absolute_whatever_the_working_directory(tmp_path, monkeypatch):
+    from nas.runs import RunDir, shown
+
+    monkeypatch.chdir(tmp_path)
+    run = RunDir.create(parse_config(_base(runs_dir="runs")))
+    assert run.path.is_absolute() and run.path.parent == tmp_path / "runs" / "x"
+    assert RunDir.open(run.path.relative_to(tmp_path)).path == run.path
+    assert shown(run.path) == str(run.path.relative_to(tmp_path))
+    monkeypatch.chdir(tmp_path / "runs")
+    assert shown(tmp_path / "elsewhere") == str(tmp_path / "elsewhere")

@@ -5,8 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
-import yaml
-from pipeline_helpers import ROOT, nas_cmd, run_dirs, smoke_config
+from pipeline_helpers import ROOT, nas_cmd, run_dirs
 
 import nas
 
@@ -16,7 +15,8 @@ ARTEFACTS = {".json", ".jsonl", ".yaml", ".parquet", ".safetensors", ".png", ".m
 @pytest.mark.slow
 def test_smoke_run_writes_the_run_directory(smoke_run):
     out = (smoke_run / "stdout.txt").read_text()
-    assert f"report: {smoke_run / 'report.md'}" in out
+    # paths are shown as typed: relative to the working directory the run started in
+    assert f"report: {(smoke_run / 'report.md').relative_to(smoke_run.parents[2])}" in out
     for name in (
         "config.yaml",
         "trials.jsonl",
@@ -102,49 +102,6 @@ def test_notebook_runs_on_the_run(smoke_run):
         if "image/png" in o.get("data", {})
     ]
     assert len(images) >= 3  # front, predicted vs measured, strategies compared
-
-
-def _bad(tmp_path, **changes) -> str:
-    cfg = smoke_config(tmp_path)
-    doc = yaml.safe_load(cfg.read_text())
-    for key, value in changes.items():
-        section, _, leaf = key.partition("__")
-        if leaf:
-            doc.setdefault(section, {})[leaf] = value
-        else:
-            doc[section] = value
-    cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
-    r = nas_cmd("search", str(cfg), "-q", cwd=tmp_path, timeout=300)
-    assert r.returncode == 2, r.stderr[-2000:]
-    lines = r.stderr.strip().splitlines()
-    assert "Traceback" not in r.stderr
-    return lines[-1]
-
-
-def test_missing_table_names_the_command(tmp_path):
-    line = _bad(tmp_path, latency__measure_missing=False)
-    assert "lacks" in line and "nas latency build --space test_mobile_unet --backend torch" in line
-
-
-def test_calibration_asked_for_but_missing_names_the_command(tmp_path):
-    line = _bad(tmp_path, latency__calibrated=True)
-    assert "latency.calibrated" in line and "nas latency validate --space" in line
-
-
-def test_missing_teacher_directory(tmp_path):
-    line = _bad(tmp_path, supernet__teacher=str(tmp_path / "no-teacher"))
-    assert "supernet.teacher" in line and "does not exist" in line
-
-
-@pytest.mark.slow
-def test_infeasible_budget(tmp_path):
-    line = _bad(tmp_path, budgets={"latency_ms": 1e-6})
-    assert "budgets.latency_ms" in line and "infeasible" in line
-
-
-def test_resume_of_a_non_run(tmp_path):
-    r = nas_cmd("search", "--resume", str(tmp_path), cwd=tmp_path)
-    assert r.returncode == 2 and "is not a run directory" in r.stderr
 
 
 def test_dry_run_of_the_full_scale_experiment(tmp_path):

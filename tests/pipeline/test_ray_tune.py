@@ -107,3 +107,47 @@ def test_optuna_nsga2_search_runs_through_tune(local_ray, tmp_path):
     told = sorted(tuple(ev[3]) for ev in tells)
     measured = sorted((t.metrics["val_loss"], t.cost["params"]) for t in trials)
     np.testing.assert_allclose(told, measured, rtol=1e-12)
+
+
+def test_nan_trials_fail_stop_the_search_and_a_resume_retries_them(local_ray, tmp_path):
+    from nas.ray_tune import RepeatedFailureError
+    from nas.trials import RETIRED, TrialStore
+
+    run = tmp_path / "run"
+    searcher = StrategySearcher(StrategyFactory("random"), list(OBJECTIVES))
+    with pytest.raises(RepeatedFailureError, match=r"[34] trials in a row failed with") as e:
+        run_tune(searcher, DigitsEvaluatorFactory(diverged=True), run, N_TRIALS, SETTINGS, "random")
+    assert "non-finite metrics" in str(e.value) and "--resume" in str(e.value)
+    failed = TrialStore(run).trials()
+    # stopped early: the streak, plus what was already running when it tripped
+    assert 3 <= len(failed) < N_TRIALS
+    assert {t.state for t in failed} == {"failed"}
+    assert all("non-finite metrics {'val_loss': nan}" in t.error for t in failed)
+
+    # keeping the failures: they count as done, the rest of the budget runs
+    kept = run_tune(
+        StrategySearcher(StrategyFactory("random"), list(OBJECTIVES)),
+        DigitsEvaluatorFactory(),
+        run,
+        len(failed) + 1,
+        SETTINGS,
+        "random",
+        resume=True,
+        retry_failed=False,
+    )
+    assert [t.state for t in kept] == ["failed"] * len(failed) + ["completed"]
+
+    # retrying them: their samples run again first, their records move aside
+    trials = run_tune(
+        StrategySearcher(StrategyFactory("random"), list(OBJECTIVES)),
+        DigitsEvaluatorFactory(),
+        run,
+        N_TRIALS,
+        SETTINGS,
+        "random",
+        resume=True,
+    )
+    assert len(trials) == N_TRIALS and {t.state for t in trials} == {"completed"}
+    assert {t.spec_hash for t in failed} <= {t.spec_hash for t in trials}
+    retired = [json.loads(x) for x in (run / RETIRED).read_text().splitlines() if x]
+    assert sorted(d["id"] for d in retired) == sorted(t.id for t in failed)

@@ -8,7 +8,6 @@ the searcher's JSON state, tells it the records it had not seen, hands out the s
 that were running again, and runs the trials the store lacks."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -21,8 +20,10 @@ from ray_helpers import (
     OBJECTIVES,
     StrategyFactory,
     files_naming_strategy_modules,
+    kill_session,
     kill_tagged,
-    tagged_pids,
+    start_session,
+    store_records,
     wait_for,
     worker_env,
 )
@@ -58,38 +59,6 @@ def tag():
     kill_tagged(t)
 
 
-def _records(run: Path) -> list[dict]:
-    """The raw lines of the run's store (a line being written when read is skipped)."""
-    p = run / "trials.jsonl"
-    out = []
-    for line in p.read_bytes().splitlines() if p.exists() else []:
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
-
-
-def _start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    # its own session: one killpg reaches the driver and the Ray processes it spawned
-    with log.open("w") as out:
-        return subprocess.Popen(
-            cmd, env=env, start_new_session=True, stdout=out, stderr=subprocess.STDOUT
-        )
-
-
-def _kill_session(proc: subprocess.Popen, tag: str) -> list[int]:
-    """SIGKILL the whole process group; returns the tagged processes that outlived it."""
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
-    # Ray workers run in sessions of their own; they notice their raylet is gone and exit
-    try:
-        wait_for(lambda: not tagged_pids(tag), 20, "Ray workers of the killed search to exit")
-        return []
-    except TimeoutError:
-        return kill_tagged(tag)
-
-
 def _run(cmd: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=900, check=False
@@ -102,13 +71,15 @@ def test_a_killed_search_resumes_without_evaluating_anything_twice(tmp_path, tag
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER.format(n=N_TRIALS))
     env = worker_env(tag)
-    proc = _start([sys.executable, str(driver), str(run), "new"], env, tmp_path / "first.log")
+    proc = start_session(
+        [sys.executable, str(driver), str(run), "new"], env, tmp_path / "first.log"
+    )
     try:
-        wait_for(lambda: len(_records(run)) >= 3 or proc.poll() is not None, 600, "3 trials")
+        wait_for(lambda: len(store_records(run)) >= 3 or proc.poll() is not None, 600, "3 trials")
     finally:
-        _kill_session(proc, tag)
+        kill_session(proc, tag)
     assert proc.returncode == -signal.SIGKILL, (tmp_path / "first.log").read_text()[-3000:]
-    before = {d["id"]: d for d in _records(run)}
+    before = {d["id"]: d for d in store_records(run)}
     assert 3 <= len(before) < N_TRIALS
     # what was running when it died: handed out (pending) but never stored
     state = json.loads((run / SEARCHER_STATE).read_text())
@@ -118,7 +89,7 @@ def test_a_killed_search_resumes_without_evaluating_anything_twice(tmp_path, tag
 
     r = _run([sys.executable, str(driver), str(run), "resume"], env, tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
-    records = _records(run)
+    records = store_records(run)
     ids = [d["id"] for d in records]
     # every trial once: the finished ones kept byte for byte (not re-evaluated, not
     # appended again), the store complete
@@ -148,25 +119,26 @@ def test_nas_search_killed_mid_search_then_resumed_writes_its_report(tmp_path, t
     cfg = smoke_config(tmp_path, num_trials=6)
     env = worker_env(tag)
     cli = [sys.executable, "-m", "nas.cli", "search"]
-    proc = _start([*cli, str(cfg), "-q"], env, tmp_path / "first.log")
+    proc = start_session([*cli, str(cfg), "-q"], env, tmp_path / "first.log")
     try:
 
         def two_trials() -> bool:
             runs = run_dirs(tmp_path)
-            return proc.poll() is not None or bool(runs and len(_records(runs[0])) >= 2)
+            return proc.poll() is not None or bool(runs and len(store_records(runs[0])) >= 2)
 
         wait_for(two_trials, 600, "2 trials of `nas search`")
     finally:
-        _kill_session(proc, tag)
+        kill_session(proc, tag)
     assert proc.returncode == -signal.SIGKILL, (tmp_path / "first.log").read_text()[-3000:]
     (run,) = run_dirs(tmp_path)
-    before = {d["id"]: d for d in _records(run)}
+    before = {d["id"]: d for d in store_records(run)}
     assert 2 <= len(before) < 6 and not (run / "report.md").exists()
 
     r = _run([*cli, "--resume", str(run), "-q"], env, tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
-    assert f"report: {run / 'report.md'}" in r.stdout and (run / "report.md").is_file()
-    records = _records(run)
+    report = run / "report.md"
+    assert f"report: {report.relative_to(tmp_path)}" in r.stdout and report.is_file()
+    records = store_records(run)
     ids = [d["id"] for d in records]
     assert len(ids) == len(set(ids)) == 6
     after = {d["id"]: d for d in records}

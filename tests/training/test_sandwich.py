@@ -99,7 +99,20 @@ def test_validation_hook_and_history(digits_for, caplog):
     )
     with caplog.at_level("INFO", logger="nas.training.sandwich"):
         h = trainer.train()
-    assert set(h[0]) == {"step", "loss_max", "loss_min", "loss_rand", "distill", "seconds"}
+    assert set(h[0]) == {
+        "step",
+        "loss_max",
+        "loss_min",
+        "loss_rand",
+        "distill",
+        "lr",
+        "grad_norm",
+        "skipped",
+        "nonfinite",
+        "rollbacks",
+        "seconds",
+    }
+    assert h[0]["skipped"] is False and h[0]["nonfinite"] == {} and h[0]["rollbacks"] == 0
     assert h[0]["loss_rand"] is None  # n_random=0
     assert "max/val_loss" in h[1] and "min/val_loss" in h[1]
     assert "max/val_loss" not in h[0]
