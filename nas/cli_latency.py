@@ -12,7 +12,7 @@ import argparse
 import json
 import logging
 import sys
-from typing import Any
+from pathlib import Path
 
 log = logging.getLogger("nas.latency")
 
@@ -40,30 +40,27 @@ def _backend_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--torch-device", default=None, help="torch backend: cpu, cuda, mps")
 
 
-def make_backend(args: argparse.Namespace):
-    from latency_tables.backends import BACKENDS
-
-    cls = BACKENDS.get(args.backend)
-    opts: dict[str, Any] = {}
-    if args.backend == "adb":
-        opts = {
-            k: v
-            for k, v in (
-                ("serial", args.serial),
-                ("taskset", args.taskset),
-                ("benchmark_binary", args.benchmark_binary),
-            )
-            if v
-        }
-    if args.backend == "torch" and args.torch_device:
-        opts["device"] = args.torch_device
-    return cls(threads=args.threads, warmup=args.warmup, runs=args.runs, **opts)
-
-
-def _root(args: argparse.Namespace):
+def source(args: argparse.Namespace):
+    """The table the command names and, from the backend options, how to measure into it."""
+    from latency_tables.opening import BackendSettings, TableSource
     from latency_tables.table import DATA_ROOT
 
-    return args.tables or DATA_ROOT
+    options = {
+        "adb": {
+            "serial": getattr(args, "serial", None),
+            "taskset": getattr(args, "taskset", None),
+            "benchmark_binary": getattr(args, "benchmark_binary", None),
+        },
+        "torch": {"device": getattr(args, "torch_device", None)},
+    }.get(args.backend, {})
+    backend = BackendSettings(
+        args.backend,
+        threads=getattr(args, "threads", 1),
+        warmup=getattr(args, "warmup", 10),
+        runs=getattr(args, "runs", 50),
+        options=options,
+    )
+    return TableSource(backend, device=args.device, root=Path(args.tables or DATA_ROOT))
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -71,12 +68,13 @@ def cmd_build(args: argparse.Namespace) -> int:
     from nas.cli import resolve_space
 
     entry = resolve_space(args.space)
-    with make_backend(args) as backend:
+    src = source(args)
+    with src.backend.build() as backend:
         rep = build_table(
             entry,
             backend,
-            _root(args),
-            args.device,
+            src.root,
+            src.device,
             batch=args.batch,
             retries=args.retries,
             retry_failed=args.retry_failed,
@@ -91,31 +89,28 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_coverage(args: argparse.Namespace) -> int:
+    from latency_tables.opening import coverage
     from latency_tables.structure import SpaceStructure
-    from latency_tables.table import LatencyTable
     from nas.cli import resolve_space
 
     entry = resolve_space(args.space)
-    keys = SpaceStructure(entry.space()).block_keys()
-    table = LatencyTable.load(_root(args), args.device, args.backend)
-    missing = table.missing(keys)
-    sys.stdout.write(
-        f"{entry.name}: {len(keys) - len(missing)}/{len(keys)} keys in {table.csv_path}\n"
-    )
+    src = source(args)
+    structure = SpaceStructure(entry.space())
+    _, missing = coverage(structure, src)
+    n = len(structure.block_keys())
+    sys.stdout.write(f"{entry.name}: {n - len(missing)}/{n} keys in {src.csv_path}\n")
     for k in missing[: args.limit]:
         sys.stdout.write(f"  missing {k.id}\n")
     if missing:
-        sys.stdout.write(
-            f"measure them: nas latency build --space {args.space} --backend {args.backend} "
-            f"--device {args.device}{' --tables ' + str(args.tables) if args.tables else ''}\n"
-        )
+        sys.stdout.write(f"measure them: {src.build_command(args.space)}\n")
     return 0 if not missing else 1
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     from latency_tables.table import LatencyTable
 
-    table = LatencyTable.load(_root(args), args.device, args.backend)
+    src = source(args)
+    table = LatencyTable.load(src.root, src.device, src.backend.name)
     sys.stdout.write(json.dumps(table.meta, indent=2) + "\n")
     df = table.to_frame()
     if len(df):
@@ -138,9 +133,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from nas.cli import resolve_space
 
     entry = resolve_space(args.space)
-    table = LatencyTable.load(_root(args), args.device, args.backend)
+    src = source(args)
+    table = LatencyTable.load(src.root, src.device, src.backend.name)
     cost = CostModel(entry.space(), table)
-    with make_backend(args) as backend:
+    with src.backend.build() as backend:
         report = validate(
             entry,
             backend,

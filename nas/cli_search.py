@@ -77,19 +77,17 @@ def dry_run(cfg) -> int:
     import numpy as np
 
     from latency_tables.cost import CostModel
+    from latency_tables.opening import coverage
     from latency_tables.structure import SpaceStructure
-    from latency_tables.table import LatencyTable, table_paths
-    from nas.pipeline import space_entry, table_location
+    from nas.pipeline import space_entry, table_source
 
     entry = space_entry(cfg)
     space = entry.space()
     structure = SpaceStructure(space)
     keys = structure.block_keys()
-    root, device = table_location(cfg)
-    csv_path, _ = table_paths(root, device, cfg.latency.backend)
-    have = 0
-    if csv_path.exists():
-        have = len(keys) - len(LatencyTable.load(root, device, cfg.latency.backend).missing(keys))
+    source = table_source(cfg)
+    csv_path = source.csv_path
+    have = len(keys) - len(coverage(structure, source)[1])
     for what, path in (
         ("supernet.teacher", cfg.supernet.teacher),
         ("task.path", cfg.task.path),
@@ -114,8 +112,7 @@ def dry_run(cfg) -> int:
         + (
             ""
             if have == len(keys)
-            else f"\n  measure with        nas latency build --space {cfg.space} "
-            f"--backend {cfg.latency.backend} --device {device}"
+            else f"\n  measure with        {source.build_command(cfg.space)}"
         )
         + "\n"
     )

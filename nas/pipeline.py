@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,13 +35,6 @@ from nas.runs import RunDir
 from nas.supernet import SpaceEntry, Supernet, get_space
 
 log = logging.getLogger(__name__)
-
-HOST_BACKENDS = ("torch", "onnxruntime", "tflite")
-
-
-def default_device_name() -> str:
-    """The table name of this host kind (the shipped tables use it)."""
-    return f"cpu-{platform.machine()}"
 
 
 def space_entry(cfg: ExperimentConfig) -> SpaceEntry:
@@ -145,69 +137,36 @@ def check_device(device: str) -> None:
 
 
 # -- latency ------------------------------------------------------------------------------
-def make_backend(cfg: ExperimentConfig):
-    from latency_tables.backends import BACKENDS
-
-    lat = cfg.latency
-    opts: dict[str, Any] = {"serial": lat.serial} if lat.backend == "adb" and lat.serial else {}
-    return BACKENDS.get(lat.backend)(threads=lat.threads, warmup=lat.warmup, runs=lat.runs, **opts)
-
-
-def table_location(cfg: ExperimentConfig) -> tuple[Path, str]:
+def table_source(cfg: ExperimentConfig):
+    """Where the experiment's table lives and how to measure into it (`latency.*`)."""
+    from latency_tables.opening import BackendSettings, TableSource, host_device
     from latency_tables.table import DATA_ROOT
 
-    return Path(cfg.latency.root or DATA_ROOT), cfg.latency.device or default_device_name()
+    lat = cfg.latency
+    backend = BackendSettings(
+        lat.backend,
+        threads=lat.threads,
+        warmup=lat.warmup,
+        runs=lat.runs,
+        options={"serial": lat.serial} if lat.backend == "adb" else {},
+    )
+    return TableSource(
+        backend, device=lat.device or host_device(), root=Path(lat.root) if lat.root else DATA_ROOT
+    )
 
 
 def load_cost_model(cfg: ExperimentConfig, entry: SpaceEntry, progress: bool = True):
     """The cost model of the experiment's table (calibrated with `latency.calibrated`);
     measures missing keys when allowed."""
-    from latency_tables.build import build_table
-    from latency_tables.calibration import Calibration, calibration_path
-    from latency_tables.cost import CostModel
-    from latency_tables.structure import SpaceStructure
-    from latency_tables.table import LatencyTable, table_paths
+    from latency_tables.opening import open_cost_model
 
-    root, device = table_location(cfg)
-    backend_name = cfg.latency.backend
-    csv_path, _ = table_paths(root, device, backend_name)
-    structure = SpaceStructure(entry.space())
-    cal_path = calibration_path(csv_path, structure.space.name)
-    if cfg.latency.calibrated and not cal_path.exists():  # fail before measuring anything
-        raise ConfigError(
-            f"latency.calibrated: no calibration of space {structure.space.name!r} at "
-            f"{cal_path}; fit one with `nas latency validate --space {cfg.space} "
-            f"--backend {backend_name} --device {device}` or set latency.calibrated: false"
-        )
-    table = LatencyTable.load(root, device, backend_name) if csv_path.exists() else None
-    missing = (
-        [k.id for k in structure.block_keys()]
-        if table is None
-        else [k.id for k in table.missing(structure.block_keys())]
-    )
-    if missing:
-        if not cfg.latency.measure_missing or backend_name not in HOST_BACKENDS:
-            where = f"table {csv_path}" if table is not None else f"no table at {csv_path}"
-            raise ConfigError(
-                f"latency: {where} lacks {len(missing)} keys of space {cfg.space!r}; measure "
-                f"them with `nas latency build --space {cfg.space} --backend {backend_name} "
-                f"--device {device}` (or set latency.measure_missing: true for a host backend)"
-            )
-        log.info(
-            "latency table %s lacks %d keys of %s: measuring them",
-            csv_path,
-            len(missing),
-            cfg.space,
-        )
-        with make_backend(cfg) as backend:
-            build_table(entry, backend, root, device, progress=progress)
-        table = LatencyTable.load(root, device, backend_name)
-    calibration = None
-    if cfg.latency.calibrated:
-        calibration = Calibration.load(cal_path)
-        log.info("latency: the table sum calibrated by %s", cal_path)
-    return CostModel(
-        entry.space(), table, strict=True, structure=structure, calibration=calibration
+    return open_cost_model(
+        entry,
+        table_source(cfg),
+        measure_missing=cfg.latency.measure_missing,
+        calibrated=cfg.latency.calibrated,
+        progress=progress,
+        space_arg=cfg.space,
     )
 
 
@@ -541,16 +500,8 @@ def _train_and_search(
     from nas.ray_tune import RaySettings, RepeatedFailureError, StrategySearcher, run_tune
 
     ctx = RunContext(json.dumps(cfg.model_dump(mode="json")), str(run.path), progress)
-    r = cfg.ray
-    settings = RaySettings(
-        address=ray_address or r.address,
-        num_cpus=r.num_cpus,
-        cpus_per_trial=r.cpus_per_trial,
-        gpus_per_trial=r.gpus_per_trial,
-        max_concurrent=r.max_concurrent,
-        object_store_mb=r.object_store_mb,
-        asha=r.asha,
-    )
+    # `ray:` is RaySettings' own fields: converted whole, the CLI's address first
+    settings = RaySettings(**{**cfg.ray.model_dump(), "address": ray_address or cfg.ray.address})
     searcher = StrategySearcher(StrategyFactory(ctx), list(cfg.search.objectives))
     try:
         run_tune(

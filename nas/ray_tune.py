@@ -426,6 +426,9 @@ class SearchMonitor:
 # -- running ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RaySettings:
+    """Where and how trials run: the experiment's ``ray:`` section field for field
+    (`nas.config.RayConfig`, converted whole), plus ASHA's horizon."""
+
     address: str | None = None
     num_cpus: int = 2
     cpus_per_trial: float = 1

@@ -59,13 +59,14 @@ def measure_arch(
 ) -> float | None:
     """End-to-end latency (ms) of one architecture with the table's backend and statistic,
     if it runs here (the best of 3 rounds, as `nas latency validate` measures)."""
+    from latency_tables.opening import HOST_BACKENDS
     from latency_tables.validate import time_end_to_end
-    from nas.pipeline import HOST_BACKENDS, make_backend
+    from nas.pipeline import table_source
 
     if not cfg.export.measure or cfg.latency.backend not in HOST_BACKENDS:
         return None
     spec = entry.space().freeze(sample)
-    with make_backend(cfg) as backend:
+    with table_source(cfg).backend.build() as backend:
         return float(time_end_to_end(entry, backend, [spec], statistic=statistic).min())
 
 
@@ -142,7 +143,7 @@ def render_report(
     cfg: ExperimentConfig, run: RunDir, df, front, exports: list[dict[str, Any]]
 ) -> str:
     """``report.md``: the run's settings, the chosen architecture, exports and the front."""
-    from nas.pipeline import table_location
+    from nas.pipeline import table_source
 
     chosen = exports[0]
     cols = [c for c in ("val_loss", "latency_ms", "params", "bytes") if c in front.columns]
@@ -151,7 +152,7 @@ def render_report(
         f"# {cfg.name}: search report",
         "",
         f"- space: `{cfg.space}`; strategy: {search}; evaluator: `{cfg.search.evaluator}`",
-        f"- latency table: `{cfg.latency.backend}` on `{table_location(cfg)[1]}`",
+        f"- latency table: `{cfg.latency.backend}` on `{table_source(cfg).device}`",
         f"- budgets: {dict(cfg.budgets) or 'none'}; objectives: {dict(cfg.search.objectives)}",
         f"- completed trials: {len(df)}; Pareto front: {len(front)}",
         "",

@@ -185,7 +185,7 @@ def copy_active_weights(supernet: nn.Module, model: nn.Module) -> None:
 # -- the registry of named spaces ---------------------------------------------------------
 @dataclass(frozen=True)
 class Family:
-    """A space family (`search_spaces/<family>.py`): how to build its space and supernet."""
+    """A space family (the package `search_spaces/<family>/`): how to build its space and supernet."""
 
     name: str
     make_space: Callable[[Any, str], SearchSpace]

@@ -27,3 +27,6 @@ def pytest_terminal_summary(terminalreporter, config):
             f"seconds to a bad-input error: {len(times)} cases, median "
             f"{statistics.median(times.values()):.2f}, max {times[slowest]:.2f} ({slowest})"
         )
+        slow = {k: round(v, 1) for k, v in sorted(times.items(), key=lambda kv: -kv[1]) if v > 5}
+        if slow:
+            terminalreporter.write_line(f"  over 5 s: {slow}")

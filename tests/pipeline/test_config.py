@@ -126,3 +126,16 @@ def test_a_run_directory_is_absolute_whatever_the_working_directory(tmp_path, mo
     assert shown(run.path) == str(run.path.relative_to(tmp_path))
     monkeypatch.chdir(tmp_path / "runs")
     assert shown(tmp_path / "elsewhere") == str(tmp_path / "elsewhere")
+
+
+def test_the_ray_section_converts_whole_into_the_ray_settings():
+    import dataclasses
+
+    from nas.config import RayConfig
+    from nas.ray_tune import RaySettings
+
+    section = RayConfig(num_cpus=3, asha=True)
+    assert dataclasses.asdict(RaySettings(**section.model_dump())) == {
+        **section.model_dump(),
+        "asha_max_t": RaySettings.asha_max_t,
+    }

@@ -1,0 +1,58 @@
+"""The import direction of the packages (see docs/design.md, "Layers").
+
+`nas/` is the core: it never imports `search_spaces`, `latency_tables` or
+`predictors`, which register into it. The application modules that wire every
+package together (the CLI, the pipeline, the report) are the only exception, and
+the packages above the core never import them. Function-level imports count too."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+UPPER = ("search_spaces", "latency_tables", "predictors")
+#: The application layer inside `nas/`: what `nas search` and `nas latency` run.
+APP = {"cli.py", "cli_latency.py", "cli_search.py", "pipeline.py", "report.py", "oneshot_job.py"}
+APP_MODULES = {f"nas.{m.removesuffix('.py')}" for m in APP}
+#: Core modules allowed one upward import, and why.
+EXCEPTIONS = {
+    "strategies/predictor_guided.py": "for_testing() builds its small real ranker from predictors",
+}
+
+
+def imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every absolute import in `path`, at any depth."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.append((node.lineno, node.module))
+    return out
+
+
+def _files(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", _files("nas"), ids=lambda p: str(p.relative_to(ROOT / "nas")))
+def test_the_core_never_imports_an_upper_package(path):
+    rel = str(path.relative_to(ROOT / "nas"))
+    if rel in APP:
+        return
+    upward = [(n, m) for n, m in imports(path) if m.split(".")[0] in UPPER]
+    if rel in EXCEPTIONS:
+        assert {m.split(".")[0] for _, m in upward} <= {"predictors"}, upward
+        return
+    assert not upward, f"nas/{rel} imports {upward}: register into nas instead"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for pkg in UPPER for p in _files(pkg)],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_upper_packages_never_import_the_application(path):
+    app = [(n, m) for n, m in imports(path) if m in APP_MODULES]
+    assert not app, f"{path.relative_to(ROOT)} imports the application layer: {app}"
