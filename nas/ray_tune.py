@@ -38,7 +38,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from ray.tune.search import Searcher
 from nas.errors import ConfigError, MqnasError
 from nas.evaluators import Evaluator, set_threads
 from nas.io import atomic_write_text, read_json, write_json
+from nas.search_monitor import SearchMonitor
 from nas.strategies.base import Strategy
 from nas.trials import Trial, TrialStore
 
@@ -349,78 +350,6 @@ def _error_text(trial: Any) -> str:
         lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
         return lines[-1][:500] if lines else "error"
     return str(getattr(trial, "error_msg", "") or "error")[:500]
-
-
-# -- progress and failure streaks -------------------------------------------------------------
-@dataclass
-class SearchMonitor:
-    """Driver-side view of the search: a progress bar and the failure streak.
-
-    objective: (name, "min" | "max") of the primary objective (the bar's "best").
-    max_consecutive_failures: the same error this many times in a row stops the search.
-    """
-
-    total: int
-    objective: tuple[str, str] = ("val_loss", "min")
-    max_consecutive_failures: int = 3
-    progress: bool = True
-    done: int = 0
-    failed: int = 0
-    best: float | None = None
-    streak: int = 0
-    last_error: str | None = None
-    _bar: Any = field(default=None, repr=False)
-
-    def start(self, stored: Sequence[Trial]) -> None:
-        from tqdm.auto import tqdm
-
-        for t in stored:
-            self._count(t)
-        self.streak, self.last_error = 0, None  # a new session: only its own failures stop it
-        self._bar = tqdm(
-            total=self.total,
-            initial=self.done,
-            desc="trials",
-            unit="trial",
-            disable=not self.progress,
-            dynamic_ncols=True,
-        )
-        self._show()
-
-    def _count(self, trial: Trial) -> None:
-        self.done += 1
-        if trial.state == "failed":
-            self.failed += 1
-            same = trial.error == self.last_error
-            self.streak, self.last_error = (self.streak + 1 if same else 1), trial.error
-            return
-        self.streak, self.last_error = 0, None
-        name, mode = self.objective
-        v = {**trial.cost, **trial.metrics}.get(name)
-        if trial.state == "completed" and v is not None and math.isfinite(v):
-            better = self.best is None or (v < self.best if mode == "min" else v > self.best)
-            self.best = v if better else self.best
-
-    def stored(self, trial: Trial) -> None:
-        self._count(trial)
-        if trial.state == "failed":
-            log.warning("trial %s failed: %s", trial.id, trial.error)
-        if self._bar is not None:
-            self._bar.update(1)
-            self._show()
-
-    def _show(self) -> None:
-        if self._bar is not None:
-            best = "—" if self.best is None else f"{self.best:.4g}"
-            self._bar.set_postfix_str(f"best {self.objective[0]}={best}, failed={self.failed}")
-
-    @property
-    def tripped(self) -> bool:
-        return self.streak >= self.max_consecutive_failures
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
 
 
 # -- running ---------------------------------------------------------------------------------
