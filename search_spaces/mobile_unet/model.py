@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.embeddings import Timesteps
 from diffusers.models.modeling_utils import ModelMixin
-from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
 from nas.diffusers_compat import as_timesteps
 from nas.elastic import ElasticConv2d, ElasticGroupNorm
@@ -249,6 +251,10 @@ class _UNetForward:
 
         The supernet runs its active sub-network (the max one when none is active).
         """
+        # diffusers' own output class, imported here: its module loads every diffusers U-Net
+        # block (~1.5 s), which every `nas` command would otherwise pay on start-up
+        from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
         out = _run(self, sample, timestep, encoder_hidden_states)
         if not return_dict:
             return (out,)
