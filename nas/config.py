@@ -14,9 +14,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from nas.errors import ConfigError
+from nas.io import SAFE_COMPONENT
 
-#: An experiment name becomes a directory under runs_dir: one path component, no "..".
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+#: An experiment name becomes a directory under runs_dir: one path component.
+NAME_PATTERN = rf"^{SAFE_COMPONENT}$"
 
 
 class _Section(BaseModel):

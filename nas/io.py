@@ -8,6 +8,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+#: One harmless path component (a run name, a trial id): letters, digits, "_", "." and
+#: "-", starting with a letter or digit (so never "..", a hidden file or an option).
+SAFE_COMPONENT = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
+
 
 def _umask() -> int:
     mask = os.umask(0o022)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import ConfigError
-from nas.io import atomic_write_text
+from nas.io import SAFE_COMPONENT, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ _lock = threading.Lock()  # appends from threads of one process; flock covers pr
 # sent, so it must be one harmless path component: Ray Tune's ids (``70ffac67``,
 # ``1a2b3_00001``) and ``uuid4().hex[:12]`` fit; "/", "\", ".." and a leading "." or "-"
 # (hidden files, option-like arguments) do not.
-_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_SAFE_ID = re.compile(SAFE_COMPONENT)
 
 
 def safe_trial_id(value: object) -> str:
@@ -183,11 +183,12 @@ class TrialStore:
         ``trials.jsonl`` is rewritten without them atomically: a crash in between leaves
         them in both files, and the next call moves them again.
         """
-        failed = [t for t in self.trials() if t.state == "failed"]
+        trials = self.trials()
+        failed = [t for t in trials if t.state == "failed"]
         if not failed:
             return []
         _append_durably(self.retired, b"".join(_line(t) for t in failed))
-        keep = [t for t in self.trials() if t.state != "failed"]
+        keep = [t for t in trials if t.state != "failed"]
         atomic_write_text(self.jsonl, "".join(_line(t).decode() for t in keep))
         self.snapshot()
         return failed
