@@ -22,8 +22,9 @@ def _umask() -> int:
 #: What a plain `open()` would give: temp files (mkstemp, mkdtemp, safetensors' own
 #: writer) are private (0600 / 0700), which would keep a run from a colleague or from the
 #: other nodes of a cluster.
-FILE_MODE = 0o666 & ~_umask()
-DIR_MODE = 0o777 & ~_umask()
+_UMASK = _umask()  # read once: os.umask can only be read by setting it
+FILE_MODE = 0o666 & ~_UMASK
+DIR_MODE = 0o777 & ~_UMASK
 
 
 def share(path: str | os.PathLike[str]) -> None:
