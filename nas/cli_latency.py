@@ -53,13 +53,9 @@ def source(args: argparse.Namespace):
         },
         "torch": {"device": getattr(args, "torch_device", None)},
     }.get(args.backend, {})
-    backend = BackendSettings(
-        args.backend,
-        threads=getattr(args, "threads", 1),
-        warmup=getattr(args, "warmup", 10),
-        runs=getattr(args, "runs", 50),
-        options=options,
-    )
+    # `show` and `coverage` take no measurement options: BackendSettings' defaults then
+    given = {k: getattr(args, k) for k in ("threads", "warmup", "runs") if hasattr(args, k)}
+    backend = BackendSettings(args.backend, options=options, **given)
     return TableSource(backend, device=args.device, root=Path(args.tables or DATA_ROOT))
 
 
