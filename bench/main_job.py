@@ -92,7 +92,7 @@ def main() -> None:
     supernet = [m.groups() for m in re.finditer(r"loss_max=(\S+) loss_min=(\S+)", text)]
     stamps = {}
     for pattern, name in (
-        (r"(\d\d:\d\d:\d\d) INFO nas.pipeline: run directory", "start"),
+        (r"(\d\d:\d\d:\d\d) INFO nas.app.pipeline: run directory", "start"),
         (r"(\d\d:\d\d:\d\d) INFO nas.training.sandwich: step (\d+)/\2 ", "supernet_trained"),
         (r"(\d\d:\d\d:\d\d) INFO nas.pareto: wrote", "search_done"),
     ):

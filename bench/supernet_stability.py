@@ -35,15 +35,17 @@ def _finite(v: Any) -> bool:
 def train_one(experiment: str, seed: int, threads: int) -> dict[str, Any]:
     import torch
 
+    from nas.app.build import build_supernet, build_task
+    from nas.app.pipeline import train_supernet
+    from nas.app.spaces import space_entry
     from nas.config import load_config
-    from nas.pipeline import build_supernet, build_task, space_entry, train_supernet
     from nas.runs import RunDir
     from nas.training import latest_checkpoint, read_checkpoint
 
     torch.set_num_threads(threads)
     cfg = load_config(experiment)
     cfg = cfg.model_copy(update={"seed": seed})
-    entry = space_entry(cfg)
+    entry = space_entry(cfg.space)
     with tempfile.TemporaryDirectory(prefix="mqnas-stability-") as tmp:
         run = RunDir.create(cfg, root=tmp)
         t0 = time.perf_counter()

@@ -49,6 +49,7 @@ from ray.tune.search import Searcher
 from nas.errors import ConfigError, MqnasError
 from nas.evaluators import Evaluator, set_threads
 from nas.io import atomic_write_text, read_json, write_json
+from nas.layout import RAY_DIR, SEARCHER_STATE
 from nas.search_monitor import SearchMonitor
 from nas.strategies.base import Strategy
 from nas.trials import Trial, TrialStore
@@ -56,7 +57,6 @@ from nas.trials import Trial, TrialStore
 log = logging.getLogger(__name__)
 
 TUNE_NAME = "tune"
-SEARCHER_STATE = "searcher_state.json"
 
 
 class RepeatedFailureError(MqnasError):
@@ -472,7 +472,7 @@ def run_tune(
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     run_dir = Path(run_dir).resolve()  # Tune's workers start in directories of their own
-    storage = run_dir / "ray"
+    storage = run_dir / RAY_DIR
     store = TrialStore(run_dir)
     searcher.state_path = str(run_dir / SEARCHER_STATE)
     if resume:

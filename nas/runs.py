@@ -1,9 +1,6 @@
 """The run directory of `nas search`: where everything a run writes lives.
 
-``runs/<experiment>/<timestamp>/``: ``config.yaml`` (resolved), ``trials.jsonl``,
-``trials.parquet``, ``supernet.safetensors``, ``checkpoints/``, ``pareto.png``,
-``report.md``, ``summary.json``, ``searcher_state.json`` (the strategy's JSON state),
-``export/<trial>/``; ``ray/`` holds Ray Tune's own experiment files.
+``runs/<experiment>/<timestamp>/``, laid out as `nas.layout` names it.
 """
 
 from __future__ import annotations
@@ -15,8 +12,16 @@ from pathlib import Path
 from nas.config import ExperimentConfig, dump_config, load_config
 from nas.errors import ConfigError
 from nas.io import atomic_write_text
-
-CONFIG_FILE = "config.yaml"
+from nas.layout import (
+    CHECKPOINTS_DIR,
+    CONFIG_FILE,
+    EXPORT_DIR,
+    ONESHOT_TRACE,
+    PARETO_PLOT,
+    REPORT,
+    SUMMARY,
+    SUPERNET_WEIGHTS,
+)
 
 
 @dataclass(frozen=True)
@@ -29,27 +34,31 @@ class RunDir:
 
     @property
     def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
+        return self.path / CHECKPOINTS_DIR
 
     @property
     def supernet_weights(self) -> Path:
-        return self.path / "supernet.safetensors"
+        return self.path / SUPERNET_WEIGHTS
 
     @property
     def export_dir(self) -> Path:
-        return self.path / "export"
+        return self.path / EXPORT_DIR
 
     @property
     def report(self) -> Path:
-        return self.path / "report.md"
+        return self.path / REPORT
 
     @property
     def summary(self) -> Path:
-        return self.path / "summary.json"
+        return self.path / SUMMARY
 
     @property
     def pareto_png(self) -> Path:
-        return self.path / "pareto.png"
+        return self.path / PARETO_PLOT
+
+    @property
+    def oneshot_trace(self) -> Path:
+        return self.path / ONESHOT_TRACE
 
     def config(self) -> ExperimentConfig:
         return load_config(self.config_file)

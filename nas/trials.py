@@ -29,13 +29,11 @@ from typing import Any
 
 from nas.errors import ConfigError
 from nas.io import SAFE_COMPONENT, atomic_write_text
+from nas.layout import CONFIG_FILE, RETIRED_TRIALS, TRIALS_JSONL, TRIALS_PARQUET
 
 log = logging.getLogger(__name__)
 
 STATES = ("completed", "failed", "pruned")
-JSONL = "trials.jsonl"
-PARQUET = "trials.parquet"
-RETIRED = "failed_trials.jsonl"  # failed trials a resume took out to run again
 MAX_SAMPLE_COLUMNS = 64  # wider spaces keep only the JSON `sample` column
 BASE_COLUMNS = ("id", "state", "spec_hash", "created", "error")
 _FIELDS = (
@@ -149,11 +147,11 @@ class TrialStore:
 
     @property
     def jsonl(self) -> Path:
-        return self.run_dir / JSONL
+        return self.run_dir / TRIALS_JSONL
 
     @property
     def parquet(self) -> Path:
-        return self.run_dir / PARQUET
+        return self.run_dir / TRIALS_PARQUET
 
     # -- writing ----------------------------------------------------------------------------------
     def append(self, trial: Trial) -> None:
@@ -163,7 +161,7 @@ class TrialStore:
     def snapshot(self) -> Path:
         """Write `frame()` to ``trials.parquet`` atomically; returns its path."""
         df = self.frame()
-        tmp = self.run_dir / f".{PARQUET}.{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp = self.run_dir / f".{TRIALS_PARQUET}.{os.getpid()}.{threading.get_ident()}.tmp"
         try:
             df.to_parquet(tmp, index=False)
             os.replace(tmp, self.parquet)
@@ -174,7 +172,7 @@ class TrialStore:
 
     @property
     def retired(self) -> Path:
-        return self.run_dir / RETIRED
+        return self.run_dir / RETIRED_TRIALS
 
     def retire_failed(self) -> list[Trial]:
         """Move the failed trials out of the record (to be run again); return them.
@@ -342,10 +340,8 @@ def load_run(path: str | os.PathLike[str]):
     """
     import pandas as pd
 
-    from nas.runs import CONFIG_FILE
-
     p = Path(path)
-    if p.is_file() and p.name in (JSONL, PARQUET):
+    if p.is_file() and p.name in (TRIALS_JSONL, TRIALS_PARQUET):
         p = p.parent
     if not p.is_dir():
         raise ConfigError(
@@ -360,7 +356,7 @@ def load_run(path: str | os.PathLike[str]):
         df = store.frame()
     else:
         raise ConfigError(
-            f"{p} holds no trials ({JSONL} or {PARQUET}) and no {CONFIG_FILE}; give a run "
+            f"{p} holds no trials ({TRIALS_JSONL} or {TRIALS_PARQUET}) and no {CONFIG_FILE}; give a run "
             "directory (runs/<experiment>/<timestamp>/)"
         )
     if len(df) == 0:

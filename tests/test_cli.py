@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from nas.cli import main
+from nas.app.cli import main
 
 
 def test_spaces_lists_registered_spaces(capsys):
@@ -20,7 +20,7 @@ def test_space_shows_labels_and_min_max(capsys):
 
 def test_unknown_space_is_one_line_exit_2():
     r = subprocess.run(
-        [sys.executable, "-m", "nas.cli", "space", "nope"],
+        [sys.executable, "-m", "nas.app.cli", "space", "nope"],
         capture_output=True,
         text=True,
         check=False,

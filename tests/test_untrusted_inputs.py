@@ -13,7 +13,7 @@ import torch
 
 import search_spaces  # noqa: F401  (registers the spaces an export names)
 from nas import SPACES, ConfigError, ExportError, export, load_exported
-from nas.cli import main
+from nas.app.cli import main
 from nas.config import load_config
 from nas.runs import RunDir
 from nas.trials import Trial, TrialStore, safe_trial_id, trial_dir
@@ -164,7 +164,7 @@ def _unet_teacher(path: Path, safe: bool) -> Path:
 
 
 def test_a_teacher_saved_as_a_torch_pickle_is_refused(tmp_path):
-    from nas.pipeline import load_teacher_model
+    from nas.app.build import load_teacher_model
     from search_spaces.mobile_unet import TEST_MOBILE_UNET, MobileUNetSupernet
 
     teacher = _unet_teacher(tmp_path / "t", safe=False)
@@ -179,7 +179,7 @@ def test_a_teacher_saved_as_a_torch_pickle_is_refused(tmp_path):
 
 
 def test_a_safetensors_teacher_still_loads_for_distillation(tmp_path):
-    from nas.pipeline import load_teacher_model
+    from nas.app.build import load_teacher_model
 
     model = load_teacher_model(str(_unet_teacher(tmp_path / "t", safe=True)), "cpu")
     assert type(model).__name__ == "UNet2DConditionModel" and not model.training
@@ -187,7 +187,7 @@ def test_a_safetensors_teacher_still_loads_for_distillation(tmp_path):
 
 @pytest.mark.parametrize("content", [b'{"_class_name": "UNet2DConditionModel",', b"\xff\xfe{}"])
 def test_a_broken_teacher_config_names_the_key_and_the_file(tmp_path, content):
-    from nas.pipeline import load_teacher_model
+    from nas.app.build import load_teacher_model
     from search_spaces.mobile_unet import TEST_MOBILE_UNET, MobileUNetSupernet
 
     teacher = _unet_teacher(tmp_path / "t", safe=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from latency_tables.calibration import Calibration
-from nas.cli import main
+from nas.app.cli import main
 
 SPACE = "test_mobile_dit"
 OPTS = ["--backend", "torch", "--device", "host"]

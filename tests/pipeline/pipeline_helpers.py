@@ -18,7 +18,7 @@ ERROR_SECONDS = pytest.StashKey[dict]()
 def nas_cmd(*args: str, cwd: Path, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "nas.cli", *args],
+        [sys.executable, "-m", "nas.app.cli", *args],
         cwd=cwd,
         capture_output=True,
         text=True,

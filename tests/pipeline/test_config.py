@@ -77,7 +77,7 @@ def test_cli_reports_bad_config_in_one_line_exit_2(tmp_path):
     bad = tmp_path / "exp.yaml"
     bad.write_text(yaml.safe_dump(_base(search={"strategy": "random", "num_trialz": 3})))
     r = subprocess.run(
-        [sys.executable, "-m", "nas.cli", "search", str(bad)],
+        [sys.executable, "-m", "nas.app.cli", "search", str(bad)],
         capture_output=True,
         text=True,
         check=False,

@@ -19,7 +19,8 @@ from ray_helpers import (
 )
 
 import search_spaces  # noqa: F401  (registers test_mobile_unet)
-from nas.ray_tune import SEARCHER_STATE, RaySettings, StrategySearcher, init_ray, run_tune
+from nas.layout import SEARCHER_STATE
+from nas.ray_tune import RaySettings, StrategySearcher, init_ray, run_tune
 from nas.supernet import get_space
 
 pytestmark = pytest.mark.slow
@@ -110,8 +111,9 @@ def test_optuna_nsga2_search_runs_through_tune(local_ray, tmp_path):
 
 
 def test_nan_trials_fail_stop_the_search_and_a_resume_retries_them(local_ray, tmp_path):
+    from nas.layout import RETIRED_TRIALS
     from nas.ray_tune import RepeatedFailureError
-    from nas.trials import RETIRED, TrialStore
+    from nas.trials import TrialStore
 
     run = tmp_path / "run"
     searcher = StrategySearcher(StrategyFactory("random"), list(OBJECTIVES))
@@ -149,5 +151,5 @@ def test_nan_trials_fail_stop_the_search_and_a_resume_retries_them(local_ray, tm
     )
     assert len(trials) == N_TRIALS and {t.state for t in trials} == {"completed"}
     assert {t.spec_hash for t in failed} <= {t.spec_hash for t in trials}
-    retired = [json.loads(x) for x in (run / RETIRED).read_text().splitlines() if x]
+    retired = [json.loads(x) for x in (run / RETIRED_TRIALS).read_text().splitlines() if x]
     assert sorted(d["id"] for d in retired) == sorted(t.id for t in failed)

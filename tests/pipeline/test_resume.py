@@ -30,7 +30,8 @@ from ray_helpers import (
 
 import search_spaces  # noqa: F401  (registers test_mobile_unet)
 from nas.errors import ConfigError
-from nas.ray_tune import SEARCHER_STATE, RaySettings, StrategySearcher, run_tune
+from nas.layout import SEARCHER_STATE
+from nas.ray_tune import RaySettings, StrategySearcher, run_tune
 from nas.supernet import get_space
 from nas.trials import Trial, TrialStore
 
@@ -118,7 +119,7 @@ def test_a_killed_search_resumes_without_evaluating_anything_twice(tmp_path, tag
 def test_nas_search_killed_mid_search_then_resumed_writes_its_report(tmp_path, tag):
     cfg = smoke_config(tmp_path, num_trials=6)
     env = worker_env(tag)
-    cli = [sys.executable, "-m", "nas.cli", "search"]
+    cli = [sys.executable, "-m", "nas.app.cli", "search"]
     proc = start_session([*cli, str(cfg), "-q"], env, tmp_path / "first.log")
     try:
 

@@ -15,9 +15,10 @@ import pytest
 import torch
 from training_support import SPACE, CrashingTask, SimulatedCrash, make_supernet
 
+from nas.app.build import build_supernet
+from nas.app.spaces import space_entry
 from nas.config import parse_config
 from nas.errors import ConfigError, MqnasError
-from nas.pipeline import build_supernet, space_entry
 from nas.supernet import Supernet
 from nas.training import SupernetTrainer
 from nas.training.sandwich import TrainingDivergedError
@@ -65,7 +66,7 @@ def _cfg(seed: int):
 
 def test_build_supernet_is_seeded_and_leaves_the_global_rng_alone():
     cfg0, cfg1 = _cfg(0), _cfg(1)
-    entry = space_entry(cfg0)
+    entry = space_entry(cfg0.space)
     before = torch.get_rng_state()
     a, b, c = build_supernet(cfg0, entry), build_supernet(cfg0, entry), build_supernet(cfg1, entry)
     assert torch.equal(torch.get_rng_state(), before)

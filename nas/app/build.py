@@ -1,46 +1,30 @@
-"""The main job: `nas search <experiment.yaml>` from config to exported architecture.
+"""From an experiment config to built objects, checked before any work.
 
-1. validate the config (`preflight`: registries, device, objectives, paths); build the
-   supernet (optionally from a teacher) and the task; load the device's latency table,
-   measuring the keys it lacks (host backends); check the budgets are feasible — all
-   before the run directory exists, so a mistake leaves nothing behind;
-2. create the run directory; train the supernet with the sandwich rule, checkpointed;
-3. search: an ask/tell strategy through Ray Tune, or one-shot (DQSS + PaS);
-4. store trials, compute the Pareto front, export the chosen architecture(s),
-   measure the chosen one end to end, write ``report.md``.
-
-Every path of the config is absolute by then (`nas.config.resolve_paths`): Ray workers
-start in directories of their own.
-
-Like the CLI, this module wires the packages together, so it imports
-`search_spaces`, `latency_tables` and `predictors` (inside functions).
+`preflight` checks what can be checked on the config alone (registries, device,
+objectives, strategy options, paths); `build` then builds the supernet (seeded; a
+teacher's weights load here), the task and the cost model of the device's table
+(measuring the keys it lacks), and refuses infeasible budgets — all before a run
+directory exists, so a mistake leaves nothing behind. Ray workers rebuild what they need
+with the same functions (`nas.app.pipeline.RunContext`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import time
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from nas.config import ExperimentConfig, parse_config
+from nas.app.spaces import space_entry
+from nas.config import ExperimentConfig
 from nas.errors import ConfigError
-from nas.io import share
 from nas.runs import RunDir
-from nas.supernet import SpaceEntry, Supernet, get_space
+from nas.space import SearchSpace
+from nas.supernet import SpaceEntry, Supernet
 
 log = logging.getLogger(__name__)
-
-
-def space_entry(cfg: ExperimentConfig) -> SpaceEntry:
-    import search_spaces  # noqa: F401  (registers the shipped spaces)
-
-    return get_space(cfg.space)
 
 
 # -- validation before any work ------------------------------------------------------------
@@ -98,14 +82,14 @@ def preflight(cfg: ExperimentConfig) -> SpaceEntry:
                 "read from the working directory) or remove the key"
             )
     # last: registering the shipped spaces imports diffusers, the slowest of these checks
-    import search_spaces  # noqa: F401
-    from nas.supernet import SPACES
+    from nas.app.spaces import registry
 
-    if cfg.space not in SPACES:
+    spaces = registry()
+    if cfg.space not in spaces:
         raise ConfigError(
-            f"space: {cfg.space!r} is not a registered space; known: {SPACES.names()}"
+            f"space: {cfg.space!r} is not a registered space; known: {spaces.names()}"
         )
-    return get_space(cfg.space)
+    return spaces.get(cfg.space)
 
 
 def check_device(device: str) -> None:
@@ -292,7 +276,7 @@ def load_trained(cfg: ExperimentConfig, run: RunDir, supernet: Supernet | None =
     """The run's trained supernet (`supernet` filled in place, or a new one built)."""
     from safetensors.torch import load_file
 
-    net = supernet if supernet is not None else space_entry(cfg).supernet(device=cfg.device)
+    net = supernet if supernet is not None else space_entry(cfg.space).supernet(device=cfg.device)
     net.load_state_dict(load_file(run.supernet_weights, device=str(cfg.device)))
     return net
 
@@ -314,216 +298,23 @@ def finetune_evaluator(cfg: ExperimentConfig, supernet: Supernet, task, cost):
     )
 
 
-def train_supernet(cfg: ExperimentConfig, run: RunDir, supernet: Supernet, task, progress: bool):
-    """Sandwich training, resumed from the run's checkpoints; the final weights saved."""
-    from safetensors.torch import save_file
-
-    from nas.training.sandwich import SupernetTrainer
-
-    if run.supernet_weights.is_file():
-        load_trained(cfg, run, supernet)
-        log.info("supernet already trained: %s", run.supernet_weights)
-        return []
-    s = cfg.supernet
-    history: list[dict] = []
-    if s.steps > 0:
-        trainer = SupernetTrainer(
-            supernet,
-            # distillation from the max subnet is the sandwich's own in-place distillation
-            getattr(task, "base", task),
-            steps=s.steps,
-            batch_size=s.batch_size,
-            n_random=s.n_random,
-            lr=s.lr,
-            grad_clip=s.grad_clip,
-            warmup_steps=s.warmup_steps,
-            max_bad_steps=s.max_bad_steps,
-            max_rollbacks=s.max_rollbacks,
-            seed=cfg.seed,
-            device=cfg.device,
-            checkpoint_dir=run.checkpoints,
-            checkpoint_every=s.checkpoint_every,
-            progress=progress,
-            resume=run.checkpoints.exists(),
-        )
-        history = trainer.train()
-    state = {k: v.detach().contiguous().cpu() for k, v in supernet.state_dict().items()}
-    save_file(state, str(run.supernet_weights))
-    return history
-
-
-# -- what Ray workers rebuild ----------------------------------------------------------------
 @dataclass(frozen=True)
-class RunContext:
-    """A picklable, JSON-sized description from which a worker rebuilds what it needs."""
+class Built:
+    """What an experiment config builds into: the objects `run_search` takes."""
 
-    config_json: str
-    run_dir: str
-    progress: bool = True  # progress bars of work done outside trials (weak labels)
-
-    @property
-    def cfg(self) -> ExperimentConfig:
-        return parse_config(json.loads(self.config_json), f"{self.run_dir}/config.yaml")
-
-    def supernet(self) -> Supernet:
-        return load_trained(self.cfg, RunDir(Path(self.run_dir))).eval()
-
-    def cost_model(self):
-        return load_cost_model(self.cfg, space_entry(self.cfg), progress=False)
+    entry: SpaceEntry
+    space: SearchSpace
+    supernet: Supernet
+    task: Any
+    cost_model: Any
 
 
-@dataclass(frozen=True)
-class EvaluatorFactory:
-    ctx: RunContext
-
-    def __call__(self):
-        from nas.evaluators import SupernetEvaluator
-
-        cfg = self.ctx.cfg
-        net = self.ctx.supernet()
-        task = build_task(cfg, net)
-        cost = self.ctx.cost_model()
-        if cfg.search.evaluator == "supernet":
-            return SupernetEvaluator(net, task, cost.costs)
-        return finetune_evaluator(cfg, net, task, cost)
-
-
-@dataclass(frozen=True)
-class StrategyFactory:
-    """Builds the configured strategy, wrapped in the budget filter."""
-
-    ctx: RunContext
-
-    def __call__(self):
-        from nas.strategies import BudgetFilter, Objective, make_strategy
-
-        cfg = self.ctx.cfg
-        space = space_entry(cfg).space()
-        cost = self.ctx.cost_model()
-        objectives = [Objective(k, v) for k, v in cfg.search.objectives.items()]
-        opts = dict(cfg.search.strategy_options)
-        if cfg.search.strategy == "predictor":
-            opts.update(predictor_inputs(self.ctx, cost))
-            opts.setdefault("budgets", dict(cfg.budgets))
-            return make_strategy("predictor", space, objectives, cfg.seed, **opts)
-        inner = make_strategy(cfg.search.strategy, space, objectives, cfg.seed, **opts)
-        if not cfg.budgets:
-            return inner
-        return BudgetFilter(inner, cost.costs, dict(cfg.budgets))
-
-
-def predictor_inputs(ctx: RunContext, cost) -> dict[str, Any]:
-    """What the predictor-guided strategy needs: weak labels, an encoder, a predictor."""
-    from nas.evaluators import SupernetEvaluator
-    from predictors import make_predictor
-    from predictors.encoders import SpaceEncoder
-
-    cfg = ctx.cfg
-    space = space_entry(cfg).space()
-
-    def weak_fn(samples: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        net = ctx.supernet()
-        ev = SupernetEvaluator(net, build_task(cfg, net))
-        scores = ev.score_many(samples, progress=ctx.progress)
-        c = cost.costs(samples, ("latency_ms", "params"))
-        return np.stack([scores, c["latency_ms"], c["params"]], 1)
-
-    return {
-        "weak_fn": weak_fn,
-        "encoder": SpaceEncoder(space, "onehot", cost_model=cost),
-        "predictor_factory": lambda: make_predictor("lambdarank", seed=cfg.seed, device=cfg.device),
-        "cost_fn": cost.costs,
-    }
-
-
-# -- the whole job ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SearchResult:
-    run: RunDir
-    trials: int
-    chosen: dict[str, Any] | None
-    seconds: float
-
-
-def run_search(
-    cfg: ExperimentConfig,
-    *,
-    run: RunDir | None = None,
-    ray_address: str | None = None,
-    progress: bool = True,
-    retry_failed: bool = True,
-) -> SearchResult:
-    """Run (or, given an existing `run`, resume) the experiment end to end.
-
-    A resumed run retries its failed trials unless `retry_failed` is false.
-    """
-    t0 = time.perf_counter()
-    resume = run is not None
-    search_opts = {"ray_address": ray_address, "progress": progress, "retry_failed": retry_failed}
-    # everything that can fail on the config fails before the run directory exists
+def build(cfg: ExperimentConfig, progress: bool = True) -> Built:
+    """Check `cfg` and build its objects, in the order that fails cheapest first."""
     entry = preflight(cfg)
     supernet = build_supernet(cfg, entry)  # a teacher's weights load (or fail) here
     task = build_task(cfg, supernet)
     cost = load_cost_model(cfg, entry, progress)  # may measure: after the quick failures
-    check_budgets(cfg, entry.space(), cost)
-    run = run or RunDir.create(cfg)
-    log.info("run directory: %s", run.path)
-    try:
-        chosen = _train_and_search(cfg, run, supernet, task, cost, entry, resume, **search_opts)
-    finally:
-        share(run.path)  # readable by the group: a colleague, the nodes of a cluster
-    return SearchResult(run, len(_trial_ids(run)), chosen, time.perf_counter() - t0)
-
-
-def _train_and_search(
-    cfg: ExperimentConfig,
-    run: RunDir,
-    supernet: Supernet,
-    task,
-    cost,
-    entry: SpaceEntry,
-    resume: bool,
-    *,
-    ray_address: str | None,
-    progress: bool,
-    retry_failed: bool,
-) -> dict[str, Any] | None:
-    """Steps 3–5 of the job in `run`: train, search, report; the chosen trial's summary."""
-    from nas.report import finish_run
-
-    train_supernet(cfg, run, supernet, task, progress)
-    if cfg.search.kind == "oneshot":
-        from nas.oneshot_job import run_oneshot
-
-        run_oneshot(cfg, run, supernet, task, cost, progress)
-        return finish_run(cfg, run, supernet, cost, entry)
-    from nas.ray_tune import RaySettings, RepeatedFailureError, StrategySearcher, run_tune
-
-    ctx = RunContext(json.dumps(cfg.model_dump(mode="json")), str(run.path), progress)
-    # `ray:` is RaySettings' own fields: converted whole, the CLI's address first
-    settings = RaySettings(**{**cfg.ray.model_dump(), "address": ray_address or cfg.ray.address})
-    searcher = StrategySearcher(StrategyFactory(ctx), list(cfg.search.objectives))
-    try:
-        run_tune(
-            searcher,
-            EvaluatorFactory(ctx),
-            run.path,
-            cfg.search.num_trials,
-            settings,
-            cfg.search.strategy,
-            resume=resume,
-            retry_failed=retry_failed,
-            objective=next(iter(cfg.search.objectives.items())),
-            max_consecutive_failures=cfg.search.max_consecutive_failures,
-            progress=progress,
-        )
-    except RepeatedFailureError:
-        finish_run(cfg, run, supernet, cost, entry)  # the report shows what failed
-        raise
-    return finish_run(cfg, run, supernet, cost, entry)
-
-
-def _trial_ids(run: RunDir) -> list[str]:
-    from nas.trials import TrialStore
-
-    return TrialStore(run.path).ids()
+    space = entry.space()
+    check_budgets(cfg, space, cost)
+    return Built(entry, space, supernet, task, cost)

@@ -17,14 +17,15 @@ from typing import Any
 
 from nas.errors import ConfigError
 from nas.io import share
+from nas.layout import TRAIN_HISTORY
 from nas.runs import shown
 
 log = logging.getLogger("nas")
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from nas.app.pipeline import run_search
     from nas.config import load_config
-    from nas.pipeline import run_search
     from nas.runs import RunDir
 
     if args.resume:
@@ -79,9 +80,10 @@ def dry_run(cfg) -> int:
     from latency_tables.cost import CostModel
     from latency_tables.opening import coverage
     from latency_tables.structure import SpaceStructure
-    from nas.pipeline import space_entry, table_source
+    from nas.app.build import table_source
+    from nas.app.spaces import space_entry
 
-    entry = space_entry(cfg)
+    entry = space_entry(cfg.space)
     space = entry.space()
     structure = SpaceStructure(space)
     keys = structure.block_keys()
@@ -127,9 +129,9 @@ def dry_run(cfg) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from nas.app.build import load_trained
+    from nas.app.report import export_context
     from nas.export import export
-    from nas.pipeline import load_trained
-    from nas.report import export_context
     from nas.runs import RunDir
     from nas.trials import TrialStore, safe_trial_id, trial_dir
 
@@ -158,10 +160,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     import search_spaces  # noqa: F401  (export allowlist resolves their classes)
+    from nas.app.build import build_task_for_io
     from nas.config import parse_config
     from nas.export import load_exported
     from nas.io import write_json
-    from nas.pipeline import build_task_for_io
     from nas.tasks.base import DenoiserIO
     from nas.training.finetune import finetune
 
@@ -194,7 +196,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         src = Path(args.export) / name
         (out / name).write_text(src.read_text())
     write_json(
-        out / "train_history.json",
+        out / TRAIN_HISTORY,
         {"val_loss_before": before, "val_loss_after": after, "history": hist},
     )
     share(out)

@@ -61,7 +61,7 @@ def measure_arch(
     if it runs here (the best of 3 rounds, as `nas latency validate` measures)."""
     from latency_tables.opening import HOST_BACKENDS
     from latency_tables.validate import time_end_to_end
-    from nas.pipeline import table_source
+    from nas.app.build import table_source
 
     if not cfg.export.measure or cfg.latency.backend not in HOST_BACKENDS:
         return None
@@ -143,7 +143,7 @@ def render_report(
     cfg: ExperimentConfig, run: RunDir, df, front, exports: list[dict[str, Any]]
 ) -> str:
     """``report.md``: the run's settings, the chosen architecture, exports and the front."""
-    from nas.pipeline import table_source
+    from nas.app.build import table_source
 
     chosen = exports[0]
     cols = [c for c in ("val_loss", "latency_ms", "params", "bytes") if c in front.columns]

@@ -2,8 +2,8 @@
 
 nas spaces                 list the registered search spaces
 nas space NAME [--json]    labels, options, size and the min / max architectures
-nas search EXPERIMENT      the main job (see nas/cli_search.py); nas export, nas train
-nas latency ...            latency tables (see nas/cli_latency.py)
+nas search EXPERIMENT      the main job (see nas/app/cli_search.py); nas export, nas train
+nas latency ...            latency tables (see nas/app/cli_latency.py)
 """
 
 from __future__ import annotations
@@ -14,21 +14,17 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from nas.app.cli_latency import add_latency_parser
+from nas.app.cli_search import add_search_parsers
+from nas.app.spaces import registry
 from nas.errors import MqnasError
 from nas.logs import setup_cli_logging
 
 log = logging.getLogger("nas")
 
 
-def _registry():
-    import search_spaces  # noqa: F401  (registers the shipped spaces)
-    from nas.supernet import SPACES
-
-    return SPACES
-
-
 def cmd_spaces(args: argparse.Namespace) -> int:
-    spaces = _registry()
+    spaces = registry()
     for name in spaces.names():
         entry = spaces.get(name)
         space = entry.space()
@@ -39,7 +35,7 @@ def cmd_spaces(args: argparse.Namespace) -> int:
 
 
 def cmd_space(args: argparse.Namespace) -> int:
-    space = _registry().get(args.name).space()
+    space = registry().get(args.name).space()
     if args.json:
         sys.stdout.write(
             json.dumps({lab: list(c.options) for lab, c in space.items()}, indent=2) + "\n"
@@ -51,30 +47,6 @@ def cmd_space(args: argparse.Namespace) -> int:
     sys.stdout.write(f"min: {space.freeze(space.min()).short()}\n")
     sys.stdout.write(f"max: {space.freeze(space.max()).short()}\n")
     return 0
-
-
-def resolve_space(arg: str):
-    """A registered space entry from a space name or an experiment YAML's `space` key."""
-    from pathlib import Path
-
-    spaces = _registry()
-    if arg.endswith((".yaml", ".yml")):
-        import yaml
-
-        from nas.errors import ConfigError
-
-        path = Path(arg)
-        if not path.is_file():
-            raise ConfigError(f"experiment file {arg} does not exist")
-        doc = yaml.safe_load(path.read_text()) or {}
-        name = doc.get("space")
-        name = name.get("name") if isinstance(name, dict) else name
-        if not isinstance(name, str):
-            raise ConfigError(
-                f"{arg}: key 'space' must name a registered space; known: {spaces.names()}"
-            )
-        return spaces.get(name)
-    return spaces.get(arg)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,11 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--json", action="store_true", help="labels and options as JSON")
     p.set_defaults(func=cmd_space)
-    from nas.cli_latency import add_latency_parser
-
     add_latency_parser(sub)
-    from nas.cli_search import add_search_parsers
-
     add_search_parsers(sub)
     return ap
 

@@ -27,7 +27,7 @@ POLICY_KINDS = {"dqss": "quant", "pas": "width", "depth": "depth"}
 def run_oneshot(
     cfg: ExperimentConfig, run: RunDir, supernet: Supernet, task: Any, cost: Any, progress: bool
 ) -> None:
-    from nas.pipeline import finetune_evaluator
+    from nas.app.build import finetune_evaluator
     from nas.strategies.oneshot import OneShotSearch
 
     o = cfg.search.oneshot
@@ -56,7 +56,7 @@ def run_oneshot(
         seed=cfg.seed,
     ).run(progress=progress)
     write_json(
-        run.path / "oneshot.json",
+        run.oneshot_trace,
         {
             "sample": result.sample,
             "expected_latency_ms": result.expected_latency_ms,

@@ -61,7 +61,7 @@ def source(args: argparse.Namespace):
 
 def cmd_build(args: argparse.Namespace) -> int:
     from latency_tables.build import build_table
-    from nas.cli import resolve_space
+    from nas.app.spaces import resolve_space
 
     entry = resolve_space(args.space)
     src = source(args)
@@ -87,7 +87,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_coverage(args: argparse.Namespace) -> int:
     from latency_tables.opening import coverage
     from latency_tables.structure import SpaceStructure
-    from nas.cli import resolve_space
+    from nas.app.spaces import resolve_space
 
     entry = resolve_space(args.space)
     src = source(args)
@@ -126,7 +126,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from latency_tables.cost import CostModel
     from latency_tables.table import LatencyTable
     from latency_tables.validate import validate
-    from nas.cli import resolve_space
+    from nas.app.spaces import resolve_space
 
     entry = resolve_space(args.space)
     src = source(args)
