@@ -57,7 +57,7 @@ from nas.space import SearchSpace
 from nas.supernet import Supernet
 from nas.tasks.base import DenoiserIO
 from nas.tasks.digits import DigitsDenoising
-from nas.training import SupernetTrainer, finetune, latest_checkpoint
+from nas.training import SupernetTrainer, TrainerConfig, finetune, latest_checkpoint
 from nas.training.finetune import validate
 
 log = logging.getLogger(__name__)
@@ -148,19 +148,17 @@ def trained_supernet(
     ckpt_dir = Path(ckpt_dir)
     resume = (ckpt_dir / "latest.json").is_file()
     t0 = time.perf_counter()
-    trainer = SupernetTrainer(
-        supernet,
-        task,
+    config = TrainerConfig(
         steps=settings.steps,
         batch_size=settings.batch_size,
         n_random=settings.n_random,
         lr=settings.lr,
         seed=settings.seed,
-        checkpoint_dir=ckpt_dir,
         checkpoint_every=25,
         log_every=10,
-        progress=progress,
-        resume=resume,
+    )
+    trainer = SupernetTrainer(
+        supernet, task, config, checkpoint_dir=ckpt_dir, progress=progress, resume=resume
     )
     if trainer.step > settings.steps:
         raise ConfigError(

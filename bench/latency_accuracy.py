@@ -26,7 +26,7 @@ from latency_tables.backends import BACKENDS
 from latency_tables.cost import CostModel
 from latency_tables.structure import SpaceStructure
 from latency_tables.table import DATA_ROOT, LatencyTable
-from latency_tables.validate import validate
+from latency_tables.validate import validate_table
 from nas import SPACES
 
 
@@ -63,17 +63,8 @@ def main() -> None:
     s = table.meta["settings"]
     backend = BACKENDS.get(args.backend)(threads=s["threads"], warmup=s["warmup"], runs=s["runs"])
     t0 = time.perf_counter()
-    report = validate(
-        entry,
-        backend,
-        cost,
-        n=args.n,
-        seed=args.seed,
-        batch=table.meta.get("batch", 1),
-        rounds=args.rounds,
-        # the shipped table's calibration, report and scatter, as `nas latency validate` saves
-        out_dir=table.csv_path.parent,
-    )
+    # the shipped table's calibration, report and scatter, as `nas latency validate` saves
+    report = validate_table(entry, backend, cost, n=args.n, seed=args.seed, rounds=args.rounds)
     e2e_s = time.perf_counter() - t0
     print(
         json.dumps(

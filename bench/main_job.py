@@ -25,8 +25,10 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling module, run as a script
 import psutil
 import yaml
+from record import publish
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,10 +133,7 @@ def main() -> None:
         ],
         "run_dir": str(run.relative_to(ROOT)),
     }
-    out = json.dumps(result, indent=2)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(out + "\n")
-    print(out)
+    publish(result, args.out, indent=2)
 
 
 if __name__ == "__main__":

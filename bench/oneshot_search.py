@@ -74,12 +74,13 @@ from latency_tables.validate import time_end_to_end
 from nas import SPACES
 from nas.space import SearchSpace
 from nas.spec import ArchSpec
-from nas.strategies.oneshot import OneShotSearch
+from nas.strategies.oneshot import OneShotSearch, OneShotSettings
 from nas.supernet import SpaceEntry
 from nas.tasks import DigitsDenoising
 from nas.training.checkpoint import CheckpointError
 from nas.training.finetune import finetune, validate
 from nas.training.sandwich import SupernetTrainer
+from nas.training.settings import TrainerConfig
 
 log = logging.getLogger("oneshot_search")
 
@@ -198,18 +199,15 @@ def trained_supernet(
         f"{space.name}-v{space.version}-steps{st.supernet_steps}-b{st.supernet_batch}"
         f"-r{st.supernet_n_random}-lr{st.supernet_lr:g}-seed{st.seed}"
     )
-    trainer = SupernetTrainer(
-        net,
-        task,
+    config = TrainerConfig(
         steps=st.supernet_steps,
         batch_size=st.supernet_batch,
         n_random=st.supernet_n_random,
         lr=st.supernet_lr,
         seed=st.seed,
-        checkpoint_dir=cache / key,
         checkpoint_every=25,
-        progress=True,
     )
+    trainer = SupernetTrainer(net, task, config, checkpoint_dir=cache / key, progress=True)
     try:
         trainer.resume()
     except CheckpointError:
@@ -347,9 +345,10 @@ def search_one(
         "seed": st.seed,
         **kw,
     }
+    settings = OneShotSettings(target, **params)
     t0 = time.perf_counter()
     try:
-        result = OneShotSearch(net, task, cost, target, **params).run(progress=True)
+        result = OneShotSearch(net, task, cost, settings).run(progress=True)
     finally:
         net.load_state_dict(state)
     return result, time.perf_counter() - t0
@@ -518,10 +517,7 @@ def part_c(ctx: dict[str, Any], st: Settings, found: list[dict[str, Any]]) -> di
         structure = space.canonical(dict(ref["sample"], **dict.fromkeys(qlabs, strategies[0])))
         log.info("(c) DQSS PTQ strategy search at %s over %s", bits, list(st.dqss_methods))
         t1 = time.perf_counter()
-        res = OneShotSearch(
-            net,
-            task,
-            FlatCost(),
+        settings = OneShotSettings(
             1.0,
             lam=0.0,
             steps=st.dqss_steps,
@@ -537,7 +533,8 @@ def part_c(ctx: dict[str, Any], st: Settings, found: list[dict[str, Any]]) -> di
             batch_size=st.search_batch,
             policy_kwargs={"base": structure},
             seed=st.seed,
-        ).run(progress=True)
+        )
+        res = OneShotSearch(net, task, FlatCost(), settings).run(progress=True)
         seconds = time.perf_counter() - t1
         mix = space.canonical(dict(res.sample))
         counts: dict[str, int] = {}  # over the layers the structure runs

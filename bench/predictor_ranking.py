@@ -48,6 +48,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling module, run as a script
 import digits_labels as dl
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling module, run as a script
+from record import publish
+
 from nas import get_space
 from predictors import (
     SpaceEncoder,
@@ -268,11 +271,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     out = run(Path(args.labels), args.budgets, args.seeds, args.test, args.methods)
-    text = json.dumps(out, indent=1)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
-    print(text)
+    publish(out, args.out)
 
 
 if __name__ == "__main__":

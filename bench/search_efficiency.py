@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling module, run as a script
 import digits_labels as dl
+from record import publish
 
 from latency_tables.cost import CostModel
 from nas.pareto import hypervolume_curve, nondominated_mask, plot_hypervolume
@@ -331,10 +332,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "plot": str(png.relative_to(dl.ROOT)) if png.is_relative_to(dl.ROOT) else str(png),
         "runs": runs,
     }
-    text = json.dumps(out, indent=1)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text + "\n")
-    print(json.dumps({k: v for k, v in out.items() if k != "runs"}, indent=1))
+    publish(out, args.out, quiet=("runs",))
 
 
 if __name__ == "__main__":

@@ -14,15 +14,18 @@ writes it to --out (default bench/results/supernet_stability.json).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import multiprocessing
 import platform
+import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling module, run as a script
+from record import publish
 
 ROOT = Path(__file__).resolve().parents[1]
 LAST = 10  # steps averaged for the "final" losses (single steps are noisy at batch 16)
@@ -125,10 +128,7 @@ def main() -> None:
         "runs": runs,
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }
-    text = json.dumps(out, indent=1)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text + "\n")
-    print(text)
+    publish(out, args.out)
 
 
 if __name__ == "__main__":

@@ -180,6 +180,34 @@ def validate(
     return report
 
 
+def validate_table(
+    entry: SpaceEntry,
+    backend: Backend,
+    cost: CostModel,
+    *,
+    n: int,
+    seed: int,
+    rounds: int,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """`validate` against the cost model's own table: its batch, and the calibration,
+    report and scatter saved beside its CSV (what `nas latency validate` does)."""
+    table = cost.table
+    if table is None:
+        raise ValueError("validate_table needs a CostModel built on a latency table")
+    return validate(
+        entry,
+        backend,
+        cost,
+        n=n,
+        seed=seed,
+        batch=table.meta.get("batch", 1),
+        out_dir=table.csv_path.parent,
+        progress=progress,
+        rounds=rounds,
+    )
+
+
 def scatter(
     predicted: np.ndarray, calibrated: np.ndarray, measured: np.ndarray, path: Path, title: str
 ) -> Path:

@@ -9,12 +9,16 @@ reference, so the docs cannot drift from the code.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from nas.errors import ConfigError
 from nas.io import SAFE_COMPONENT
+
+if TYPE_CHECKING:  # imported where used: the packages of both load torch
+    from nas.strategies.oneshot_settings import OneShotSettings
+    from nas.training.settings import TrainerConfig
 
 #: An experiment name becomes a directory under runs_dir: one path component.
 NAME_PATTERN = rf"^{SAFE_COMPONENT}$"
@@ -129,6 +133,16 @@ class SupernetConfig(_Section):
         None, description="diffusers model directory whose weights initialise the supernet"
     )
 
+    def trainer_config(self, seed: int) -> TrainerConfig:
+        """The sandwich trainer's config of this section (the experiment gives the seed).
+
+        Every field but `teacher` (which initialises the supernet, not its training) has
+        a `TrainerConfig` field of the same name; the rest keep TrainerConfig's defaults.
+        """
+        from nas.training.settings import TrainerConfig
+
+        return TrainerConfig(**self.model_dump(exclude={"teacher"}), seed=seed)
+
 
 class FinetuneConfig(_Section):
     steps: int = Field(40, ge=1, description="fine-tuning steps of each strongly evaluated arch")
@@ -176,6 +190,19 @@ class OneShotConfig(_Section):
                 "weights stay frozen); set mode: ptq or calibrate_steps: 0"
             )
         return self
+
+    def settings(self, *, batch_size: int, seed: int) -> OneShotSettings:
+        """This section as the search's settings, converted once: every key but `policies`
+        has a settings field of its name (what the section lacks keeps the search's
+        default); `policies` become the label kinds they search."""
+        from nas.strategies.oneshot_settings import POLICY_KINDS, OneShotSettings
+
+        return OneShotSettings(
+            **self.model_dump(exclude={"policies"}),
+            search=tuple(POLICY_KINDS[p] for p in self.policies),
+            batch_size=batch_size,
+            seed=seed,
+        )
 
 
 class SearchConfig(_Section):

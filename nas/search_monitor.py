@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from nas.logs import progress_bar
 from nas.trials import Trial
 
 log = logging.getLogger(__name__)
@@ -36,18 +37,11 @@ class SearchMonitor:
     _bar: Any = field(default=None, repr=False)
 
     def start(self, stored: Sequence[Trial]) -> None:
-        from tqdm.auto import tqdm
-
         for t in stored:
             self._count(t)
         self.streak, self.last_error = 0, None  # a new session: only its own failures stop it
-        self._bar = tqdm(
-            total=self.total,
-            initial=self.done,
-            desc="trials",
-            unit="trial",
-            disable=not self.progress,
-            dynamic_ncols=True,
+        self._bar = progress_bar(
+            self.total, initial=self.done, desc="trials", unit="trial", enabled=self.progress
         )
         self._show()
 

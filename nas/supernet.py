@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nas.errors import ExportError
+from nas.errors import InternalError
 from nas.quant.layers import QuantMixin
 from nas.quant.scheme import QuantScheme
 from nas.registry import Registry
@@ -49,7 +49,10 @@ class Supernet(nn.Module, ABC):
         self._active: Sample | None = None
         unknown = [lab for lab in self.quant_paths if lab not in space.labels]
         if unknown:
-            raise ExportError(f"quant labels {unknown[:3]} are not labels of space {space.name!r}")
+            # A family's constructor passes both: a mismatch is a bug of the family.
+            raise InternalError(
+                f"quant labels {unknown[:3]} are not labels of space {space.name!r}"
+            )
 
     # -- activation ---------------------------------------------------------------------
     @abstractmethod
@@ -146,7 +149,8 @@ def copy_active_weights(supernet: nn.Module, model: nn.Module) -> None:
 
     A module of the supernet that defines `sliced_state()` gives its active
     slices; any other gives its parameters and buffers as they are. Names and
-    shapes must agree, else `ExportError` names the parameter.
+    shapes must agree, else `InternalError` names the parameter: the model comes from the
+    family's own `standalone_config`, so a mismatch is a bug of the family, not of a sample.
     """
     for path, dst in model.named_modules():
         own = dict(dst.named_parameters(recurse=False))
@@ -161,7 +165,7 @@ def copy_active_weights(supernet: nn.Module, model: nn.Module) -> None:
             src_path = supernet.source_path(path) if isinstance(supernet, Supernet) else path
             src = supernet.get_submodule(src_path)
         except AttributeError:
-            raise ExportError(
+            raise InternalError(
                 f"supernet has no module {path!r} that the standalone model has"
             ) from None
         if hasattr(src, "sliced_state"):
@@ -171,10 +175,10 @@ def copy_active_weights(supernet: nn.Module, model: nn.Module) -> None:
             state.update(src.named_buffers(recurse=False))
         for name, t in own.items():
             if name not in state:
-                raise ExportError(f"supernet module {path!r} has no parameter {name!r}")
+                raise InternalError(f"supernet module {path!r} has no parameter {name!r}")
             v = state[name]
             if tuple(v.shape) != tuple(t.shape):
-                raise ExportError(
+                raise InternalError(
                     f"{path}.{name}: supernet slice has shape {tuple(v.shape)}, standalone "
                     f"model expects {tuple(t.shape)}"
                 )

@@ -98,6 +98,24 @@ class Predictor(ABC):
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predictions (N,) ordered like y (lower = better unless higher_is_better)."""
 
+    def pretrain(self, X_weak: np.ndarray, W: np.ndarray) -> Predictor:
+        """Learn from weak labels W (N, H) of the rows of `X_weak` before `fit`.
+
+        Predictors that model weak labels (lambdarank) override this; the others ignore
+        them, so that any predictor serves the predictor-guided search
+        (`nas.ranking.Predictor`), which then ranks by the strong labels alone.
+        """
+        log.info("%s ignores weak labels; use 'lambdarank' to pretrain on them", self.name)
+        return self
+
+    def embed(self, X: np.ndarray) -> np.ndarray:
+        """A representation (N, D) of the rows of X in which distance means dissimilarity.
+
+        By default the features themselves; predictors with a learned representation
+        (lambdarank's trunk) return that instead.
+        """
+        return check_X(X).astype(np.float64)
+
     def rank(self, X: np.ndarray) -> np.ndarray:
         """Indices of the rows of X, predicted best first."""
         p = np.asarray(self.predict(X), dtype=np.float64)

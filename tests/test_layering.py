@@ -4,7 +4,7 @@
 `predictors`, which register into it. `nas/app/`, the application that wires every
 package together (the CLI, the builder, the pipeline, the report), is the only
 exception, and neither the core nor the packages above it import the application.
-Function-level imports count too."""
+Only the test kits (`nas/testing/`) import pytest. Function-level imports count too."""
 
 import ast
 from pathlib import Path
@@ -15,10 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 UPPER = ("search_spaces", "latency_tables", "predictors")
 #: The application layer inside `nas/`: what `nas search` and `nas latency` run.
 APP = "nas.app"
-#: Core modules allowed one upward import, and why.
-EXCEPTIONS = {
-    "strategies/predictor_guided.py": "for_testing() builds its small real ranker from predictors",
-}
+#: The test kits inside `nas/`: the only modules that import pytest.
+TESTING = "nas.testing"
 
 
 def imports(path: Path) -> list[tuple[int, str]]:
@@ -42,16 +40,30 @@ def test_the_core_never_imports_an_upper_package(path):
     if rel.startswith("app/"):
         return
     upward = [(n, m) for n, m in imports(path) if m.split(".")[0] in UPPER]
-    if rel in EXCEPTIONS:
-        assert {m.split(".")[0] for _, m in upward} <= {"predictors"}, upward
-        return
     assert not upward, f"nas/{rel} imports {upward}: register into nas instead"
     app = [(n, m) for n, m in imports(path) if _is_app(m)]
     assert not app, f"nas/{rel} imports the application layer: {app}"
 
 
 def _is_app(module: str) -> bool:
-    return module == APP or module.startswith(APP + ".")
+    return _within(module, APP)
+
+
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def test_only_the_test_kits_import_pytest():
+    # `import nas` must not load pytest; the kits are imported by test modules only.
+    kits = ROOT / "nas" / "testing"
+    offenders = [
+        f"nas/{p.relative_to(ROOT / 'nas')}:{n} imports {m}"
+        for p in _files("nas")
+        if kits not in p.parents
+        for n, m in imports(p)
+        if m.split(".")[0] in ("pytest", "_pytest") or _within(m, TESTING)
+    ]
+    assert not offenders, f"{offenders}: move test helpers into nas/testing/ or the tests"
 
 
 @pytest.mark.parametrize(

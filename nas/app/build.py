@@ -208,29 +208,21 @@ def build_task(cfg: ExperimentConfig, supernet: Supernet):
 def build_task_for_io(cfg: ExperimentConfig, io, device: str, supernet: Supernet | None = None):
     """The experiment's task for a denoiser with inputs `io` (an exported model, too)."""
     t = cfg.task
+    # what both kinds take from `task:` (the image folder adds where its data lives)
+    common = {
+        "seed": cfg.seed,
+        "val_timesteps": t.val_timesteps,
+        "val_images": t.val_images,
+        "device": device,
+    }
     if t.kind == "digits":
         from nas.tasks.digits import DigitsDenoising
 
-        task = DigitsDenoising(
-            io,
-            seed=cfg.seed,
-            val_timesteps=t.val_timesteps,
-            val_images=t.val_images,
-            device=device,
-        )
+        task = DigitsDenoising(io, **common)
     else:
         from nas.tasks.image_folder import ImageFolderDenoising
 
-        task = ImageFolderDenoising(
-            io,
-            t.path,
-            captions=t.captions,
-            vae=t.vae,
-            seed=cfg.seed,
-            val_timesteps=t.val_timesteps,
-            val_images=t.val_images,
-            device=device,
-        )
+        task = ImageFolderDenoising(io, t.path, captions=t.captions, vae=t.vae, **common)
     if t.distill is not None:
         from nas.tasks.distill import DistillationTask
 

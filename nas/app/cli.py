@@ -11,13 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from nas.app.cli_latency import add_latency_parser
 from nas.app.cli_search import add_search_parsers
 from nas.app.spaces import registry
-from nas.errors import MqnasError
+from nas.errors import InternalError, MqnasError, UserError
 from nas.logs import setup_cli_logging
 
 log = logging.getLogger("nas")
@@ -67,14 +69,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_cli_logging(args.verbose)
+    """Run one `nas` command; the exit status says whose move it is.
+
+    0 done; 2 the input is wrong (`UserError`: one line saying what to change); 1 the run
+    failed (another `MqnasError`: one line, plus the traceback for an `InternalError`, which
+    is a bug to report). Any other exception propagates with its traceback.
+    """
     try:
-        return int(args.func(args) or 0)
-    except MqnasError as e:
-        # A user error: one line that says what to fix, no traceback.
-        sys.stderr.write(f"nas: error: {e}\n")
-        return 2
+        args = build_parser().parse_args(argv)
+        setup_cli_logging(args.verbose)
+        try:
+            code = int(args.func(args) or 0)
+        except UserError as e:
+            sys.stderr.write(f"nas: error: {e}\n")
+            return 2
+        except InternalError as e:
+            traceback.print_exc()
+            sys.stderr.write(f"nas: error: {e}\n")
+            return 1
+        except MqnasError as e:
+            sys.stderr.write(f"nas: error: {e}\n")
+            return 1
+        # Flushed here, not at exit, so a closed pipe raises inside this try.
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # The reader (`nas spaces | head -1`) stopped reading: not an error of ours. Point
+        # stdout at devnull so the flush at interpreter exit cannot raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a writer killed by the pipe
 
 
 if __name__ == "__main__":

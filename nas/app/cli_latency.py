@@ -125,7 +125,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from latency_tables.cost import CostModel
     from latency_tables.table import LatencyTable
-    from latency_tables.validate import validate
+    from latency_tables.validate import validate_table
     from nas.app.spaces import resolve_space
 
     entry = resolve_space(args.space)
@@ -133,16 +133,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     table = LatencyTable.load(src.root, src.device, src.backend.name)
     cost = CostModel(entry.space(), table)
     with src.backend.build() as backend:
-        report = validate(
-            entry,
-            backend,
-            cost,
-            n=args.n,
-            seed=args.seed,
-            batch=table.meta.get("batch", 1),
-            rounds=args.rounds,
-            out_dir=table.csv_path.parent,
-        )
+        report = validate_table(entry, backend, cost, n=args.n, seed=args.seed, rounds=args.rounds)
     brief = {k: report[k] for k in ("space", "n", "raw", "calibrated_loo")}
     brief["files"] = report.get("files", [])
     sys.stdout.write(json.dumps(brief, indent=2) + "\n")

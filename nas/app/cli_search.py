@@ -13,7 +13,6 @@ import logging
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
 
 from nas.errors import ConfigError
 from nas.io import share
@@ -25,6 +24,7 @@ log = logging.getLogger("nas")
 
 def cmd_search(args: argparse.Namespace) -> int:
     from nas.app.pipeline import run_search
+    from nas.app.report import fmt
     from nas.config import load_config
     from nas.runs import RunDir
 
@@ -53,24 +53,20 @@ def cmd_search(args: argparse.Namespace) -> int:
         out.write("no trial completed\n")
         return 1
     rows = [
-        ("trial", c["trial"]),
-        ("arch", c["arch"]),
-        ("val_loss", _f(c["val_loss"], ".4f")),
-        ("latency predicted (ms)", _f(c["predicted_latency_ms"], ".3f")),
-        ("latency measured (ms)", _f(c["measured_latency_ms"], ".3f")),
-        ("params", _f(c["params"], ",.0f")),
-        ("bytes", _f(c["bytes"], ",.0f")),
-        ("export", shown(c["export"])),
-        ("continue training", f"nas train {shlex.quote(shown(c['export']))} --steps 1000"),
+        ("trial", c.trial),
+        ("arch", c.arch),
+        ("val_loss", fmt(c.val_loss, ".4f")),
+        ("latency predicted (ms)", fmt(c.predicted_latency_ms, ".3f")),
+        ("latency measured (ms)", fmt(c.measured_latency_ms, ".3f")),
+        ("params", fmt(c.params, ",.0f")),
+        ("bytes", fmt(c.bytes, ",.0f")),
+        ("export", shown(c.export)),
+        ("continue training", f"nas train {shlex.quote(shown(c.export))} --steps 1000"),
     ]
     for k, v in rows:
         out.write(f"  {k:24s} {v}\n")
     out.write(f"report: {shown(result.run.report)}\n")
     return 0
-
-
-def _f(v: Any, spec: str) -> str:
-    return "—" if v is None else format(v, spec)
 
 
 def dry_run(cfg) -> int:
@@ -165,7 +161,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from nas.export import load_exported
     from nas.io import write_json
     from nas.tasks.base import DenoiserIO
-    from nas.training.finetune import finetune
+    from nas.training.finetune import evaluate_finetuned
 
     ex = load_exported(args.export)
     meta = ex.metrics
@@ -178,8 +174,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     device = args.device or cfg.device
     model = ex.model.to(device)
     task = build_task_for_io(cfg, DenoiserIO(**meta["io"]), device)
-    before = task.validate(model)["val_loss"]
-    hist = finetune(
+    res = evaluate_finetuned(
         model,
         task,
         steps=args.steps,
@@ -189,7 +184,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=device,
         progress=True,
     )
-    after = task.validate(model)["val_loss"]
+    before, after, hist = res.val_loss_before, res.val_loss_after, list(res.history)
     out = Path(args.out) if args.out else Path(args.export) / "trained"
     model.save_pretrained(out, safe_serialization=True)
     for name in ("arch.json", "quant_plan.json"):

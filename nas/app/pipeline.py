@@ -36,6 +36,7 @@ from nas.app.build import (
     load_cost_model,
     load_trained,
 )
+from nas.app.report import ExportedArch, RunSummary, finish_run
 from nas.app.spaces import space_entry
 from nas.config import ExperimentConfig, parse_config
 from nas.io import share
@@ -62,18 +63,9 @@ def train_supernet(cfg: ExperimentConfig, run: RunDir, supernet: Supernet, task,
             supernet,
             # distillation from the max subnet is the sandwich's own in-place distillation
             getattr(task, "base", task),
-            steps=s.steps,
-            batch_size=s.batch_size,
-            n_random=s.n_random,
-            lr=s.lr,
-            grad_clip=s.grad_clip,
-            warmup_steps=s.warmup_steps,
-            max_bad_steps=s.max_bad_steps,
-            max_rollbacks=s.max_rollbacks,
-            seed=cfg.seed,
+            s.trainer_config(cfg.seed),
             device=cfg.device,
             checkpoint_dir=run.checkpoints,
-            checkpoint_every=s.checkpoint_every,
             progress=progress,
             resume=run.checkpoints.exists(),
         )
@@ -172,8 +164,12 @@ def predictor_inputs(ctx: RunContext, cost) -> dict[str, Any]:
 class SearchResult:
     run: RunDir
     trials: int
-    chosen: dict[str, Any] | None
+    summary: RunSummary | None  # None: no trial completed
     seconds: float
+
+    @property
+    def chosen(self) -> ExportedArch | None:
+        return self.summary.chosen if self.summary is not None else None
 
 
 def run_search(
@@ -195,10 +191,10 @@ def run_search(
     run = run or RunDir.create(cfg)
     log.info("run directory: %s", run.path)
     try:
-        chosen = _train_and_search(cfg, run, built, resume, **search_opts)
+        summary = _train_and_search(cfg, run, built, resume, **search_opts)
     finally:
         share(run.path)  # readable by the group: a colleague, the nodes of a cluster
-    return SearchResult(run, len(_trial_ids(run)), chosen, time.perf_counter() - t0)
+    return SearchResult(run, len(_trial_ids(run)), summary, time.perf_counter() - t0)
 
 
 def _train_and_search(
@@ -210,16 +206,12 @@ def _train_and_search(
     ray_address: str | None,
     progress: bool,
     retry_failed: bool,
-) -> dict[str, Any] | None:
-    """Steps 3–5 of the job in `run`: train, search, report; the chosen trial's summary."""
-    from nas.app.report import finish_run
-
+) -> RunSummary | None:
+    """Steps 3–5 of the job in `run`: train, search, report; what the search found."""
     supernet, task, cost, entry = built.supernet, built.task, built.cost_model, built.entry
     train_supernet(cfg, run, supernet, task, progress)
     if cfg.search.kind == "oneshot":
-        from nas.app.oneshot_job import run_oneshot
-
-        run_oneshot(cfg, run, supernet, task, cost, progress)
+        _run_oneshot(cfg, run, supernet, task, cost, progress)
         return finish_run(cfg, run, supernet, cost, entry)
     from nas.ray_tune import RaySettings, RepeatedFailureError, StrategySearcher, run_tune
 
@@ -245,6 +237,37 @@ def _train_and_search(
         finish_run(cfg, run, supernet, cost, entry)  # the report shows what failed
         raise
     return finish_run(cfg, run, supernet, cost, entry)
+
+
+def _run_oneshot(
+    cfg: ExperimentConfig, run: RunDir, supernet: Supernet, task: Any, cost: Any, progress: bool
+) -> None:
+    """The one-shot search's one architecture, fine-tuned with the budget of a sample-based
+    trial and stored as the run's trial: report, export and notebook read it like any other."""
+    from dataclasses import replace
+
+    from nas.io import write_json
+    from nas.strategies import ONESHOT
+    from nas.trials import TrialStore
+
+    store = TrialStore(run.path)
+    if any(t.state == "completed" for t in store.trials()):
+        log.info("one-shot search already finished in %s", run.path)
+        return
+    assert cfg.search.oneshot is not None  # the config validator requires it for kind: oneshot
+    settings = cfg.search.oneshot.settings(batch_size=cfg.task.batch_size, seed=cfg.seed)
+    # the search trains on the task itself, not on a wrapper such as distillation's
+    base_task = getattr(task, "base", task)
+    result = ONESHOT.get("differentiable")(
+        supernet, base_task, cost, settings, device=cfg.device, progress=progress
+    )
+    write_json(run.oneshot_trace, result.trace())
+    trial = finetune_evaluator(cfg, supernet, task, cost).evaluate(
+        result.sample, provenance={"strategy": "oneshot"}
+    )
+    metrics = {**trial.metrics, "expected_latency_ms": result.expected_latency_ms}
+    store.append(replace(trial, metrics=metrics))
+    store.snapshot()
 
 
 def _trial_ids(run: RunDir) -> list[str]:

@@ -8,8 +8,10 @@ the table's backend, so the report sets its predicted latency beside a real one.
 
 from __future__ import annotations
 
+import json
 import logging
 import shlex
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,7 @@ import numpy as np
 from nas.config import ExperimentConfig
 from nas.export import export
 from nas.io import write_json
+from nas.layout import PARETO_PLOT, TRIALS_PARQUET
 from nas.runs import RunDir
 from nas.supernet import SpaceEntry, Supernet
 
@@ -47,8 +50,6 @@ def choose(df, cfg: ExperimentConfig):
 
 def export_context(cfg: ExperimentConfig, supernet: Supernet) -> dict[str, Any]:
     """What `nas train` needs beside the weights: the experiment and the model's inputs."""
-    from dataclasses import asdict
-
     from nas.tasks.base import DenoiserIO
 
     return {"experiment": cfg.model_dump(mode="json"), "io": asdict(DenoiserIO.of(supernet))}
@@ -70,24 +71,87 @@ def measure_arch(
         return float(time_end_to_end(entry, backend, [spec], statistic=statistic).min())
 
 
+@dataclass(frozen=True)
+class ExportedArch:
+    """One exported architecture of the front, as the report and ``summary.json`` show it."""
+
+    trial: str
+    arch: str
+    val_loss: float | None
+    predicted_latency_ms: float | None
+    measured_latency_ms: float | None
+    params: float | None
+    bytes: float | None
+    export: str
+
+    @property
+    def train_command(self) -> str:
+        return f"nas train {shlex.quote(self.export)} --steps 1000"
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a finished search found: everything ``report.md`` and ``summary.json`` show."""
+
+    experiment: str
+    space: str
+    search: str  # "`strategy` (kind)"
+    evaluator: str
+    latency_table: str  # "`backend` on `device`"
+    budgets: dict[str, float]
+    objectives: dict[str, str]
+    trials: int
+    front: tuple[dict[str, Any], ...]  # id and the objective/cost columns, best first
+    exports: tuple[ExportedArch, ...]
+    trials_file: str
+
+    @property
+    def chosen(self) -> ExportedArch:
+        return self.exports[0]
+
+    def to_json(self) -> dict[str, Any]:
+        """``summary.json``: the experiment, the counts and the exported architectures."""
+        exports = [{**asdict(e), "train_command": e.train_command} for e in self.exports]
+        return {
+            "experiment": self.experiment,
+            "trials": self.trials,
+            "front": len(self.front),
+            "chosen": exports[0],
+            "exports": exports,
+        }
+
+
+#: The columns of the front that the report tabulates (those the trials have).
+FRONT_COLUMNS = ("val_loss", "latency_ms", "params", "bytes")
+
+
 def finish_run(
     cfg: ExperimentConfig, run: RunDir, supernet: Supernet, cost, entry: SpaceEntry
-) -> dict[str, Any] | None:
-    """Front, plot, exports and report of a finished search; the chosen trial's summary."""
-    import json
-
-    from nas.pareto import plot_pareto
-    from nas.trials import trial_dir
-
+) -> RunSummary | None:
+    """Front, plot, exports, ``summary.json`` and ``report.md`` of a finished search."""
     df = completed_frame(run)
     if len(df) == 0:
         run.report.write_text(f"# {cfg.name}\n\nNo trial completed; see the log.\n")
         return None
+    summary = summarize(cfg, run, supernet, cost, entry, df)
+    write_json(run.summary, summary.to_json())
+    run.report.write_text(render_report(summary))
+    return summary
+
+
+def summarize(
+    cfg: ExperimentConfig, run: RunDir, supernet: Supernet, cost, entry: SpaceEntry, df
+) -> RunSummary:
+    """Choose, plot and export from the completed trials `df`; the run's `RunSummary`."""
+    from nas.app.build import table_source
+    from nas.pareto import plot_pareto
+    from nas.trials import trial_dir
+
     front = choose(df, cfg)
     objectives = dict(cfg.search.objectives)
-    chosen_id = str(front.iloc[0]["id"])
     plot_axes = [k for k in objectives if k in df.columns][:2]
     if len(plot_axes) == 2:
+        chosen_id = str(front.iloc[0]["id"])
         plot_pareto(
             df, {k: objectives[k] for k in plot_axes}, chosen=chosen_id, path=run.pareto_png
         )
@@ -97,34 +161,37 @@ def finish_run(
         sample = json.loads(row["sample"])
         # the same check as `nas export`: ids come from trials.jsonl, which may be crafted
         out = trial_dir(run.export_dir, str(row["id"]), inside=run.path)
-        metrics = {k: _num(row.get(k)) for k in ("val_loss", "latency_ms", "params", "bytes")}
+        metrics = {k: _num(row.get(k)) for k in FRONT_COLUMNS}
         export(supernet, sample, out, metrics={**metrics, **export_context(cfg, supernet)})
         exports.append(
-            {
-                "trial": str(row["id"]),
-                "arch": space.freeze(sample).short(),
-                "val_loss": metrics["val_loss"],
-                "predicted_latency_ms": metrics["latency_ms"],
-                "measured_latency_ms": measure_arch(cfg, entry, sample, cost.table.statistic),
-                "params": metrics["params"],
-                "bytes": metrics["bytes"],
-                "export": str(out),
-                "train_command": f"nas train {shlex.quote(str(out))} --steps 1000",
-            }
+            ExportedArch(
+                trial=str(row["id"]),
+                arch=space.freeze(sample).short(),
+                val_loss=metrics["val_loss"],
+                predicted_latency_ms=metrics["latency_ms"],
+                measured_latency_ms=measure_arch(cfg, entry, sample, cost.table.statistic),
+                params=metrics["params"],
+                bytes=metrics["bytes"],
+                export=str(out),
+            )
         )
-    chosen = exports[0]
-    write_json(
-        run.summary,
-        {
-            "experiment": cfg.name,
-            "trials": len(df),
-            "front": len(front),
-            "chosen": chosen,
-            "exports": exports,
-        },
+    cols = [c for c in FRONT_COLUMNS if c in front.columns]
+    return RunSummary(
+        experiment=cfg.name,
+        space=cfg.space,
+        search=f"`{cfg.search.strategy}` ({cfg.search.kind})",
+        evaluator=cfg.search.evaluator,
+        latency_table=f"`{cfg.latency.backend}` on `{table_source(cfg).device}`",
+        budgets=dict(cfg.budgets),
+        objectives=objectives,
+        trials=len(df),
+        front=tuple(
+            {"id": str(row["id"]), **{c: _num(row.get(c)) for c in cols}}
+            for _, row in front.iterrows()
+        ),
+        exports=tuple(exports),
+        trials_file=str(run.path / TRIALS_PARQUET),
     )
-    run.report.write_text(render_report(cfg, run, df, front, exports))
-    return chosen
 
 
 def _num(v: Any) -> float | None:
@@ -135,61 +202,57 @@ def _num(v: Any) -> float | None:
     return None if np.isnan(f) else f
 
 
-def _fmt(v: Any, spec: str = ".4g") -> str:
+def fmt(v: Any, spec: str = ".4g") -> str:
+    """`v` formatted with `spec`, or a dash when it is missing."""
     return "—" if v is None else format(v, spec)
 
 
-def render_report(
-    cfg: ExperimentConfig, run: RunDir, df, front, exports: list[dict[str, Any]]
-) -> str:
+def render_report(summary: RunSummary) -> str:
     """``report.md``: the run's settings, the chosen architecture, exports and the front."""
-    from nas.app.build import table_source
-
-    chosen = exports[0]
-    cols = [c for c in ("val_loss", "latency_ms", "params", "bytes") if c in front.columns]
-    search = f"`{cfg.search.strategy}` ({cfg.search.kind})"
+    chosen = summary.chosen
+    cols = [c for c in FRONT_COLUMNS if summary.front and c in summary.front[0]]
     lines = [
-        f"# {cfg.name}: search report",
+        f"# {summary.experiment}: search report",
         "",
-        f"- space: `{cfg.space}`; strategy: {search}; evaluator: `{cfg.search.evaluator}`",
-        f"- latency table: `{cfg.latency.backend}` on `{table_source(cfg).device}`",
-        f"- budgets: {dict(cfg.budgets) or 'none'}; objectives: {dict(cfg.search.objectives)}",
-        f"- completed trials: {len(df)}; Pareto front: {len(front)}",
+        f"- space: `{summary.space}`; strategy: {summary.search}; evaluator: `{summary.evaluator}`",
+        f"- latency table: {summary.latency_table}",
+        f"- budgets: {summary.budgets or 'none'}; objectives: {summary.objectives}",
+        f"- completed trials: {summary.trials}; Pareto front: {len(summary.front)}",
         "",
         "## Chosen architecture",
         "",
-        f"- trial `{chosen['trial']}`: `{chosen['arch']}`",
-        f"- validation loss: {_fmt(chosen['val_loss'])}",
+        f"- trial `{chosen.trial}`: `{chosen.arch}`",
+        f"- validation loss: {fmt(chosen.val_loss)}",
         (
-            f"- latency: predicted {_fmt(chosen['predicted_latency_ms'], '.3f')} ms, "
-            f"measured end to end {_fmt(chosen['measured_latency_ms'], '.3f')} ms"
+            f"- latency: predicted {fmt(chosen.predicted_latency_ms, '.3f')} ms, "
+            f"measured end to end {fmt(chosen.measured_latency_ms, '.3f')} ms"
         ),
-        f"- params: {_fmt(chosen['params'], ',.0f')}; bytes: {_fmt(chosen['bytes'], ',.0f')}",
-        f"- exported to `{chosen['export']}`",
-        f"- continue training: `{chosen['train_command']}`",
+        f"- params: {fmt(chosen.params, ',.0f')}; bytes: {fmt(chosen.bytes, ',.0f')}",
+        f"- exported to `{chosen.export}`",
+        f"- continue training: `{chosen.train_command}`",
         "",
         "## Exported architectures",
         "",
         "| trial | val_loss | predicted ms | measured ms | params | export |",
         "|---|---|---|---|---|---|",
     ]
-    for e in exports:
+    for e in summary.exports:
         lines.append(
-            f"| `{e['trial']}` | {_fmt(e['val_loss'])} | {_fmt(e['predicted_latency_ms'], '.3f')}"
-            f" | {_fmt(e['measured_latency_ms'], '.3f')} | {_fmt(e['params'], ',.0f')} | "
-            f"`{e['export']}` |"
+            f"| `{e.trial}` | {fmt(e.val_loss)} | {fmt(e.predicted_latency_ms, '.3f')}"
+            f" | {fmt(e.measured_latency_ms, '.3f')} | {fmt(e.params, ',.0f')} | "
+            f"`{e.export}` |"
         )
     lines += [
         "",
         "## Pareto front",
         "",
-        "![pareto](pareto.png)",
+        f"![pareto]({PARETO_PLOT})",
         "",
         "| trial | " + " | ".join(cols) + " |",
         "|---|" + "---|" * len(cols),
     ]
-    for _, row in front.iterrows():
-        vals = " | ".join(_fmt(_num(row.get(c))) for c in cols)
+    for row in summary.front:
+        vals = " | ".join(fmt(row.get(c)) for c in cols)
         lines.append(f"| `{row['id']}` | {vals} |")
-    lines += ["", f"Trials: `{run.path / 'trials.parquet'}` (`nas.load_run`).", ""]
+    lines += ["", f"Trials: `{summary.trials_file}` (`nas.load_run`).", ""]
     return "\n".join(lines)

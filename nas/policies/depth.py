@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, InternalError
 from nas.space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,10 @@ def depth_units(supernet: Any) -> list[DepthUnit]:
     units = [DepthUnit(*u) for u in hook()]
     for u in units:
         if u.label not in space.labels:
-            raise ConfigError(f"depth unit {u.path!r} names label {u.label!r} unknown to the space")
+            # The supernet's own hook disagrees with its own space: a bug of the family.
+            raise InternalError(
+                f"depth unit {u.path!r} names label {u.label!r} unknown to the space"
+            )
         supernet.get_submodule(u.path)  # raises AttributeError naming a wrong path
     return units
 
@@ -135,7 +138,9 @@ def gated(y: Tensor, x: Tensor, g: Tensor) -> Tensor:
     """Eq. (3): y + (g − sg(g)) · (y − x_skip), x_skip = x or its first channels (dim 1)."""
     if x.shape != y.shape:
         if x.dim() != y.dim() or x.shape[0] != y.shape[0] or x.shape[2:] != y.shape[2:]:
-            raise ConfigError(
+            # x, y are a unit's input and output in a forward hook: the family listed a
+            # module that is no residual block in depth_units(); no input causes this.
+            raise InternalError(
                 f"depth unit input {tuple(x.shape)} and output {tuple(y.shape)} differ beyond "
                 "the channel dim; a depth unit must be a residual block"
             )

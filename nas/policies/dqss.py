@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, InternalError
 from nas.quant.fake import fake_quant_act, fake_quant_weight
 from nas.quant.layers import QuantMixin
 from nas.quant.scheme import QuantScheme
@@ -192,6 +192,7 @@ def quant_layers(supernet: nn.Module, labels: Iterable[str]) -> dict[str, QuantM
             )
         layer = supernet.get_submodule(paths[lab])
         if not isinstance(layer, QuantMixin):
-            raise ConfigError(f"{paths[lab]!r} (label {lab!r}) is not a quant-aware layer")
+            # The supernet's own quant_paths point at a plain layer: a bug of the family.
+            raise InternalError(f"{paths[lab]!r} (label {lab!r}) is not a quant-aware layer")
         out[lab] = layer
     return out

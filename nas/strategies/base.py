@@ -8,11 +8,12 @@ on). Strategies are deterministic given their seed, and `state_dict()` is JSON
 same arguments and `load_state_dict(state)` asks exactly what the original
 would have asked next — the Ray Tune adapter resumes searches this way.
 
-Conventions for registered strategies (tests parametrize over `STRATEGIES`):
+Conventions for registered strategies (every one has a test class built on the
+contract kit `nas.testing.strategies.StrategyTestCase`):
 
 - the constructor is ``cls(space, objectives, seed=0, **options)``; every option
-  has a default, or the class provides ``for_testing(space, objectives, seed)``
-  that builds it with small real components;
+  has a default except the components the application injects (a weak-label
+  function, a ranker), which the strategy's test class builds small in ``make()``;
 - ``tell`` accepts samples it never asked (a warm start, a resumed run) and
   the key ``constraint`` in metrics (a float or a list; values ≤ 0 are feasible);
 - ``tell_infeasible(sample, violation, known)`` reports a sample rejected before
@@ -61,6 +62,9 @@ class Objective:
         """+1 for min, -1 for max: ``sign * value`` is always minimized."""
         return 1.0 if self.direction == "min" else -1.0
 
+
+#: metric or cost name → value (a tell's metrics, a budget violation)
+Values = Mapping[str, float]
 
 ObjectivesLike = Objective | str | Mapping[str, str] | Sequence[Objective | str | tuple[str, str]]
 
@@ -140,10 +144,7 @@ class Strategy(ABC):
         """Report `sample`'s metrics (objective names → values); ``None`` = failed trial."""
 
     def tell_infeasible(
-        self,
-        sample: Mapping[str, Any],
-        violation: Mapping[str, float],
-        known: Mapping[str, float] | None = None,
+        self, sample: Mapping[str, Any], violation: Values, known: Values | None = None
     ) -> None:
         """Report a sample rejected without evaluation (e.g. over a cost budget).
 

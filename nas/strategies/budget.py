@@ -25,7 +25,7 @@ import numpy as np
 
 from nas.errors import ConfigError, InfeasibleBudgetError
 from nas.spec import Sample
-from nas.strategies.base import Strategy
+from nas.strategies.base import Strategy, Values
 
 log = logging.getLogger(__name__)
 
@@ -168,10 +168,7 @@ class BudgetFilter(Strategy):
         self.inner.tell(sample, metrics)
 
     def tell_infeasible(
-        self,
-        sample: Mapping[str, Any],
-        violation: Mapping[str, float],
-        known: Mapping[str, float] | None = None,
+        self, sample: Mapping[str, Any], violation: Values, known: Values | None = None
     ) -> None:
         self.n_told += 1
         self.inner.tell_infeasible(sample, violation, known)

@@ -51,16 +51,26 @@ data used as calibration data; by default only the quant labels are searched the
 (`nas.training.calibrate.calibrate_strategies`, `calibrate_steps` steps at lr_w), and the
 search then learns the strategy logits alone: it assigns, per layer, quantizers that are
 each already calibrated, instead of fresh ones that learn from p_k of the gradient.
+
+Cost models: the search consumes the `OneShotCostModel` protocol, ``expected(probs,
+default=...) -> Tensor``, and `PredictingCostModel`'s ``predict(samples)`` when it has one
+(needed by "sampled" and "scored"); `latency_tables.cost.CostModel` is both. A cost model
+whose ``expected`` takes no ``default`` is adapted by its caller, e.g. by a wrapper that
+accepts it and prices the unsearched labels at that sample.
+
+Settings and registry: `OneShotSettings` (`nas.strategies.oneshot_settings`, torch-free so
+that the config converts into it) holds every hyperparameter above. `ONESHOT` registers
+the one-shot searches by name beside the ask/tell `STRATEGIES`; ``"differentiable"`` is
+`search`, this module's `OneShotSearch` run once.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -69,22 +79,40 @@ from tqdm.auto import tqdm
 
 from nas.errors import ConfigError, MqnasError
 from nas.policies import DifferentiablePolicy, quantizer_parameters
+from nas.registry import Registry
 from nas.spec import Sample
+from nas.strategies.oneshot_settings import PENALTIES, OneShotSettings
 from nas.training.calibrate import calibrate_strategies
 
 log = logging.getLogger(__name__)
 
-PENALTIES = ("hinge", "log")
-DISCRETIZE = ("argmax", "sampled", "scored")
-SCHEDULES = ("constant", "linear", "auto")
-ARCH_LR_SCHEDULES = ("constant", "cosine")
-MODES = ("joint", "ptq")
 # Adam (DARTS' and DQSS' choice) normalises the gradient scale per parameter, so λ acts only
 # through the balance of task and latency gradients; SGD steps scale with λ itself.
-ARCH_OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+_ARCH_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
     "sgd": torch.optim.SGD,
 }
+
+
+@runtime_checkable
+class OneShotCostModel(Protocol):
+    """What the search reads from a cost model: E[T] (ms) as a differentiable tensor.
+
+    probs: label → probability vector over its options (the searched labels); default:
+    the sample whose values the other labels take (the search passes the policy's base).
+    """
+
+    def expected(
+        self, probs: Mapping[str, Tensor], default: Mapping[str, Any] | None = None
+    ) -> Tensor: ...
+
+
+@runtime_checkable
+class PredictingCostModel(OneShotCostModel, Protocol):
+    """A cost model that also prices discrete samples (ms, one per sample): what the
+    search reports for its result, and what "sampled" / "scored" discretization ranks."""
+
+    def predict(self, samples: Sequence[Sample]) -> np.ndarray: ...
 
 
 class SearchDivergedError(MqnasError):
@@ -103,6 +131,17 @@ class OneShotResult:
     argmax_sample: Sample | None = None  # the plain argmax (== sample for "argmax")
     argmax_latency_ms: float = math.nan
 
+    def trace(self) -> dict[str, Any]:
+        """What a run keeps of the search (its ``oneshot.json``): the sample, E[T] and the
+        sample's latency, the final probabilities and the per-step history."""
+        return {
+            "sample": self.sample,
+            "expected_latency_ms": self.expected_latency_ms,
+            "sample_latency_ms": self.sample_latency_ms,
+            "probabilities": self.probabilities,
+            "history": self.history,
+        }
+
 
 def latency_penalty(expected_ms: Tensor, target_ms: float, kind: str = "hinge") -> Tensor:
     """P(E[T] / T_target): ``hinge`` max(0, r − 1) or ``log`` |log r| (see module docstring)."""
@@ -117,133 +156,48 @@ def latency_penalty(expected_ms: Tensor, target_ms: float, kind: str = "hinge") 
 class OneShotSearch:
     """Differentiable one-shot search of a supernet under a latency target.
 
-    supernet: a `Supernet` of a registered space; task: a `nas.tasks.Task`; cost_model:
-    anything with ``expected(probs[, default]) -> Tensor`` (ms; ``default`` = the sample that
-    unsearched labels take, passed as the policy's base when accepted) and optionally
-    ``predict(samples)`` (a `latency_tables.cost.CostModel` with a table). search: label
-    kinds to search (default: all for "joint", ("quant",) for "ptq"). policy_kwargs go to
-    `DifferentiablePolicy` (temperatures, mask_tau, mix_acts, base). arch_optimizer: "adam"
-    or "sgd" for the architecture parameters (weights always use Adam).
+    supernet: a `Supernet` of a registered space; task: a `nas.tasks.Task`; cost_model: a
+    `OneShotCostModel` (a `PredictingCostModel` for ``discretize`` other than "argmax");
+    settings: every hyperparameter, validated (`OneShotSettings`); device: where the
+    supernet moves first (None: it stays where it is).
     """
 
     def __init__(
         self,
         supernet: Any,
         task: Any,
-        cost_model: Any,
-        target_ms: float,
+        cost_model: OneShotCostModel,
+        settings: OneShotSettings,
         *,
-        lam: float = 1.0,
-        lam_schedule: str | Callable[[int], float] = "constant",
-        lam_lr: float = 0.1,
-        penalty: str = "hinge",
-        steps: int = 100,
-        warmup_steps: int = 0,
-        lr_w: float = 1e-3,
-        lr_arch: float = 3e-2,
-        arch_optimizer: str = "adam",
-        temperature_end: float | None = None,
-        arch_lr_schedule: str = "constant",
-        discretize: str = "argmax",
-        n_candidates: int = 512,
-        n_scored: int = 16,
-        tolerance: float = 0.03,
-        batch_size: int = 8,
-        mode: str = "joint",
-        calibrate_steps: int = 0,
-        search: Iterable[str] | None = None,
-        policy_kwargs: Mapping[str, Any] | None = None,
         device: str | torch.device | None = None,
-        seed: int = 0,
     ) -> None:
-        if not target_ms > 0:
-            raise ConfigError(f"target_ms must be > 0 (a latency in ms), got {target_ms}")
-        if mode not in MODES:
-            raise ConfigError(f"mode {mode!r} is unknown; use one of {list(MODES)}")
-        if penalty not in PENALTIES:
-            raise ConfigError(f"penalty {penalty!r} is unknown; use one of {list(PENALTIES)}")
-        if not callable(lam_schedule) and lam_schedule not in SCHEDULES:
-            raise ConfigError(
-                f"lam_schedule {lam_schedule!r} is unknown; use one of {list(SCHEDULES)} "
-                "or a callable step -> λ"
+        if not isinstance(settings, OneShotSettings):
+            raise TypeError(
+                "OneShotSearch takes its hyperparameters as one OneShotSettings, e.g. "
+                f"OneShotSettings(target_ms=5.0, steps=100); got {type(settings).__name__}"
             )
-        if steps < 1 or not 0 <= warmup_steps <= steps:
+        if not isinstance(cost_model, OneShotCostModel):
             raise ConfigError(
-                f"need steps >= 1 and 0 <= warmup_steps <= steps, got {steps}, {warmup_steps}"
+                f"cost model {type(cost_model).__name__} has no expected(probs, default=...); "
+                "pass a latency_tables.cost.CostModel with a latency table (see "
+                "OneShotCostModel)"
             )
-        if lam < 0:
-            raise ConfigError(f"lam must be >= 0, got {lam}")
-        if temperature_end is not None and not temperature_end > 0:
-            raise ConfigError(f"temperature_end must be > 0 (or None), got {temperature_end}")
-        if arch_lr_schedule not in ARCH_LR_SCHEDULES:
+        if settings.discretize != "argmax" and not isinstance(cost_model, PredictingCostModel):
             raise ConfigError(
-                f"arch_lr_schedule {arch_lr_schedule!r} is unknown; use one of "
-                f"{list(ARCH_LR_SCHEDULES)}"
-            )
-        if discretize not in DISCRETIZE:
-            raise ConfigError(
-                f"discretize {discretize!r} is unknown; use one of {list(DISCRETIZE)}"
-            )
-        if discretize != "argmax" and not hasattr(cost_model, "predict"):
-            raise ConfigError(
-                f"discretize={discretize!r} needs a cost model with predict(samples); pass a "
-                'CostModel with a latency table or use discretize="argmax"'
-            )
-        if n_candidates < 1 or n_scored < 1 or not tolerance >= 0:
-            raise ConfigError(
-                "need n_candidates >= 1, n_scored >= 1 and tolerance >= 0, got "
-                f"{n_candidates}, {n_scored}, {tolerance}"
-            )
-        if calibrate_steps < 0 or (calibrate_steps and mode != "ptq"):
-            raise ConfigError(
-                f"calibrate_steps must be >= 0 and needs mode='ptq' (weights frozen), got "
-                f"{calibrate_steps} with mode={mode!r}"
-            )
-        if arch_optimizer not in ARCH_OPTIMIZERS:
-            raise ConfigError(
-                f"arch_optimizer {arch_optimizer!r} is unknown; use one of {list(ARCH_OPTIMIZERS)}"
+                f"discretize={settings.discretize!r} needs a cost model with predict(samples); "
+                'pass a CostModel with a latency table or use discretize="argmax"'
             )
         self.supernet = supernet
         self.task = task
         self.cost_model = cost_model
-        self.target_ms = float(target_ms)
-        self.lam = float(lam)
-        self.lam_schedule = lam_schedule
-        self.lam_lr = float(lam_lr)
-        self.penalty = penalty
-        self.steps = int(steps)
-        self.warmup_steps = int(warmup_steps)
-        self.lr_w = float(lr_w)
-        self.lr_arch = float(lr_arch)
-        self.arch_optimizer = arch_optimizer
-        self.temperature_end = None if temperature_end is None else float(temperature_end)
-        self.arch_lr_schedule = arch_lr_schedule
-        self.discretize = discretize
-        self.n_candidates = int(n_candidates)
-        self.n_scored = int(n_scored)
-        self.tolerance = float(tolerance)
-        self.batch_size = int(batch_size)
-        self.mode = mode
-        self.calibrate_steps = int(calibrate_steps)
-        self.seed = int(seed)
+        self.settings = settings
         if device is not None:
             supernet.to(device)
         self.device = next(supernet.parameters()).device
-        kinds = (
-            tuple(search)
-            if search is not None
-            else (("quant",) if mode == "ptq" else ("quant", "width", "depth"))
+        self.policy = DifferentiablePolicy(
+            supernet, search=settings.kinds, **dict(settings.policy_kwargs)
         )
-        self.policy = DifferentiablePolicy(supernet, search=kinds, **dict(policy_kwargs or {}))
-        self._lam_now = self.lam
-        # Labels the policy does not search sit at its base sample, which need not be the
-        # space's default (e.g. a quant-only search of one fixed structure): the cost model
-        # must read them there, or E[T] is the latency of another architecture.
-        try:
-            params = inspect.signature(cost_model.expected).parameters
-        except (TypeError, ValueError):
-            params = {}
-        self._pass_default = "default" in params
+        self._lam_now = settings.lam
         # the categoricals whose temperature anneals, with their initial T_0
         self._tempered = [
             (part, float(part.temperature))
@@ -251,38 +205,46 @@ class OneShotSearch:
             if part is not None
         ]
 
+    @property
+    def target_ms(self) -> float:
+        """The latency target (ms) of the settings."""
+        return self.settings.target_ms
+
     def expected_cost(self) -> Tensor:
         """E[T] under the policy's probabilities, unsearched labels at the policy's base."""
-        probs = self.policy.probabilities()
-        if self._pass_default:
-            return self.cost_model.expected(probs, default=self.policy.base)
-        return self.cost_model.expected(probs)
+        # Labels the policy does not search sit at its base sample, which need not be the
+        # space's default (e.g. a quant-only search of one fixed structure): the cost model
+        # must read them there, or E[T] is the latency of another architecture.
+        return self.cost_model.expected(self.policy.probabilities(), default=self.policy.base)
 
     # -- schedule ---------------------------------------------------------------------------
     def lam_at(self, step: int) -> float:
         """λ_t of the schedule (the current dual variable for "auto")."""
-        if callable(self.lam_schedule):
-            return float(self.lam_schedule(step))
-        if self.lam_schedule == "linear":
-            span = max(1, self.steps - self.warmup_steps)
-            return self.lam * min(1.0, max(0.0, (step - self.warmup_steps + 1) / span))
-        if self.lam_schedule == "auto":
+        s = self.settings
+        if callable(s.lam_schedule):
+            return float(s.lam_schedule(step))
+        if s.lam_schedule == "linear":
+            span = max(1, s.steps - s.warmup_steps)
+            return s.lam * min(1.0, max(0.0, (step - s.warmup_steps + 1) / span))
+        if s.lam_schedule == "auto":
             return self._lam_now
-        return self.lam
+        return s.lam
 
     def anneal_progress(self, step: int) -> float | None:
         """(t − w) / (steps − w − 1) clamped to [0, 1]; None without annealing."""
-        if self.temperature_end is None or not self._tempered:
+        s = self.settings
+        if s.temperature_end is None or not self._tempered:
             return None
-        span = max(1, self.steps - self.warmup_steps - 1)
-        return min(1.0, max(0.0, (step - self.warmup_steps) / span))
+        span = max(1, s.steps - s.warmup_steps - 1)
+        return min(1.0, max(0.0, (step - s.warmup_steps) / span))
 
     def lr_arch_at(self, step: int) -> float:
         """The architecture learning rate of `step` (see ``arch_lr_schedule``)."""
-        if self.arch_lr_schedule == "constant":
-            return self.lr_arch
-        progress = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
-        return self.lr_arch * 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
+        s = self.settings
+        if s.arch_lr_schedule == "constant":
+            return s.lr_arch
+        progress = (step - s.warmup_steps) / max(1, s.steps - s.warmup_steps)
+        return s.lr_arch * 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
 
     def _anneal(self, step: int) -> float:
         """Set every tempered categorical to T_0 · (T_end / T_0)^progress; the first one's T."""
@@ -290,47 +252,47 @@ class OneShotSearch:
         if progress is None:
             return math.nan
         for part, t0 in self._tempered:
-            part.temperature = t0 * (self.temperature_end / t0) ** progress
+            part.temperature = t0 * (self.settings.temperature_end / t0) ** progress
         return float(self._tempered[0][0].temperature)
 
     # -- parameters -------------------------------------------------------------------------
     def _weight_params(self) -> list[nn.Parameter]:
-        if self.mode == "ptq":  # calibrated beforehand: the search learns the logits alone
-            return [] if self.calibrate_steps else quantizer_parameters(self.supernet)
+        if self.settings.mode == "ptq":  # calibrated first: the search learns the logits alone
+            return [] if self.settings.calibrate_steps else quantizer_parameters(self.supernet)
         return [p for p in self.supernet.weight_parameters()]
 
     # -- run --------------------------------------------------------------------------------
     def run(self, progress: bool = True) -> OneShotResult:
-        net, policy = self.supernet, self.policy
-        if self.calibrate_steps and policy.quant is not None:
+        net, policy, s = self.supernet, self.policy, self.settings
+        if s.calibrate_steps and policy.quant is not None:
             calibrate_strategies(
                 net,
                 self.task,
                 policy.base,
                 policy.quant.labels,
-                steps=self.calibrate_steps,
-                batch_size=self.batch_size,
-                lr=self.lr_w,
-                seed=self.seed,
+                steps=s.calibrate_steps,
+                batch_size=s.batch_size,
+                lr=s.lr_w,
+                seed=s.seed,
                 progress=progress,
             )
         trainable = self._weight_params()
         flags = {id(p): p.requires_grad for p in net.parameters()}
-        if self.mode == "ptq":
+        if s.mode == "ptq":
             keep = {id(p) for p in trainable}
             for p in net.parameters():
                 p.requires_grad_(id(p) in keep)
-        opt_w = torch.optim.Adam(trainable, lr=self.lr_w) if trainable else None
-        opt_a = ARCH_OPTIMIZERS[self.arch_optimizer](policy.arch_parameters(), lr=self.lr_arch)
-        batches = self.task.batches(self.batch_size, self.seed, self.device)
-        g_path = torch.Generator().manual_seed(self.seed)  # depth samples (CPU, tiny)
-        g_noise = torch.Generator(device=self.device).manual_seed(self.seed + 1)
+        opt_w = torch.optim.Adam(trainable, lr=s.lr_w) if trainable else None
+        opt_a = _ARCH_OPTIMIZERS[s.arch_optimizer](policy.arch_parameters(), lr=s.lr_arch)
+        batches = self.task.batches(s.batch_size, s.seed, self.device)
+        g_path = torch.Generator().manual_seed(s.seed)  # depth samples (CPU, tiny)
+        g_noise = torch.Generator(device=self.device).manual_seed(s.seed + 1)
         history: list[dict[str, float]] = []
-        self._lam_now = self.lam
+        self._lam_now = s.lam
         net.train()
         policy.attach()
         try:
-            bar = tqdm(range(self.steps), desc="one-shot search", disable=not progress)
+            bar = tqdm(range(s.steps), desc="one-shot search", disable=not progress)
             for step in bar:
                 history.append(self._step(step, batches, g_path, g_noise, opt_w, opt_a))
                 h = history[-1]
@@ -348,16 +310,16 @@ class OneShotSearch:
             for p in net.parameters():
                 p.requires_grad_(flags[id(p)])
         sample, predicted, argmax_ms = argmax, math.nan, math.nan
-        if hasattr(self.cost_model, "predict"):
+        if isinstance(self.cost_model, PredictingCostModel):
             predicted = argmax_ms = float(self.cost_model.predict([argmax])[0])
-        if self.discretize != "argmax":
+        if s.discretize != "argmax":
             sample, predicted = self._sampled(argmax, final_probs)
         log.info(
             "one-shot search: E[T]=%.4g ms, argmax %.4g ms, returned sample %.4g ms (target %.4g)",
             final_e,
             argmax_ms,
             predicted,
-            self.target_ms,
+            s.target_ms,
         )
         return OneShotResult(sample, history, final_e, predicted, summary, argmax, argmax_ms)
 
@@ -365,11 +327,11 @@ class OneShotSearch:
     def _sampled(self, argmax: Sample, probs: Mapping[str, Tensor]) -> tuple[Sample, float]:
         """FBNet-style discretization (see the module docstring): the most probable of
         `n_candidates` draws (and the argmax) within ±tolerance of the target."""
-        space = self.policy.space
-        g = torch.Generator().manual_seed(self.seed + 2)
+        space, s = self.policy.space, self.settings
+        g = torch.Generator().manual_seed(s.seed + 2)
         labels = list(probs)
         p = [probs[lab].double().cpu().clamp_min(0) for lab in labels]
-        n = self.n_candidates
+        n = s.n_candidates
         draws = torch.stack(  # (labels, n) option indices
             [torch.multinomial(q / q.sum(), n, replacement=True, generator=g) for q in p]
         )
@@ -383,11 +345,11 @@ class OneShotSearch:
             for col in draws.T.tolist()
         ]
         cost = np.asarray(self.cost_model.predict(cands), dtype=float)  # (n + 1,)
-        err = np.abs(cost / self.target_ms - 1.0)
-        ok = err <= self.tolerance
+        err = np.abs(cost / s.target_ms - 1.0)
+        ok = err <= s.tolerance
         if ok.any():
             i = int(np.argmax(np.where(ok, logp.numpy(), -np.inf)))
-            if self.discretize == "scored":
+            if s.discretize == "scored":
                 i = self._best_scored(cands, np.where(ok, logp.numpy(), -np.inf))
         else:
             i = int(np.argmin(err))
@@ -396,7 +358,7 @@ class OneShotSearch:
             "chose #%d (%.4g, log p %.4g)",
             int(ok.sum()),
             len(cands),
-            100 * self.tolerance,
+            100 * s.tolerance,
             i,
             float(cost[i]),
             float(logp[i]),
@@ -406,7 +368,8 @@ class OneShotSearch:
     def _best_scored(self, cands: list[Sample], logp: np.ndarray) -> int:
         """Index of the lowest supernet validation loss among the `n_scored` most probable
         candidates (-inf log p: outside the tolerance)."""
-        order = [int(j) for j in np.argsort(-logp)[: self.n_scored] if np.isfinite(logp[j])]
+        top = np.argsort(-logp)[: self.settings.n_scored]
+        order = [int(j) for j in top if np.isfinite(logp[j])]
         losses = []
         for j in order:
             with self.supernet.activate(cands[j]):
@@ -429,8 +392,8 @@ class OneShotSearch:
         opt_w: torch.optim.Optimizer | None,
         opt_a: torch.optim.Optimizer,
     ) -> dict[str, float]:
-        net, policy = self.supernet, self.policy
-        frozen = step < self.warmup_steps
+        net, policy, s = self.supernet, self.policy, self.settings
+        frozen = step < s.warmup_steps
         policy.requires_grad_(not frozen)
         temperature = self._anneal(step)
         batch = next(batches)
@@ -439,7 +402,7 @@ class OneShotSearch:
         lam = self.lam_at(step)
         with torch.set_grad_enabled(not frozen):
             expected = self.expected_cost()
-            pen = latency_penalty(expected, self.target_ms, self.penalty)
+            pen = latency_penalty(expected, s.target_ms, s.penalty)
         loss = task_loss if frozen else task_loss + lam * pen.to(task_loss.dtype)
         if not torch.isfinite(loss.detach()):
             raise SearchDivergedError(
@@ -460,8 +423,8 @@ class OneShotSearch:
             opt_a.step()
             policy.project()
         e_ms = float(expected.detach())
-        if self.lam_schedule == "auto" and not frozen:
-            self._lam_now = max(0.0, self._lam_now + self.lam_lr * (e_ms / self.target_ms - 1.0))
+        if s.lam_schedule == "auto" and not frozen:
+            self._lam_now = max(0.0, self._lam_now + s.lam_lr * (e_ms / s.target_ms - 1.0))
         return {
             "step": step,
             "task_loss": float(task_loss.detach()),
@@ -472,3 +435,22 @@ class OneShotSearch:
             "warmup": float(frozen),
             "temperature": temperature,
         }
+
+
+#: The one-shot searches by name; each is called like `search` below and returns the found
+#: architecture with the trace of its search.
+ONESHOT: Registry[Callable[..., OneShotResult]] = Registry("one-shot search")
+
+
+@ONESHOT.register("differentiable")
+def search(
+    supernet: Any,
+    task: Any,
+    cost_model: OneShotCostModel,
+    settings: OneShotSettings,
+    *,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> OneShotResult:
+    """The differentiable search of this module (`OneShotSearch`), run once."""
+    return OneShotSearch(supernet, task, cost_model, settings, device=device).run(progress)

@@ -56,6 +56,7 @@ from nas.strategies.base import (
     STRATEGIES,
     ObjectivesLike,
     Strategy,
+    Values,
     constraint_values,
     sample_key,
 )
@@ -206,10 +207,7 @@ class OptunaStrategy(Strategy):
         self._record_tell(s, state, values, constraints)
 
     def tell_infeasible(
-        self,
-        sample: Mapping[str, Any],
-        violation: Mapping[str, float],
-        known: Mapping[str, float] | None = None,
+        self, sample: Mapping[str, Any], violation: Values, known: Values | None = None
     ) -> None:
         s = self.space.canonical(sample)
         known = dict(known or {})

@@ -16,8 +16,9 @@ Supervision of Weight Sharing" (Algorithm 1):
 Stratifying by latency (quantile bins of the table's prediction) is ours: the
 search serves a latency/quality front, and the best-predicted architectures
 of a pool are otherwise all large. The strategy never runs a model itself: the
-weak labels come from an injected `weak_fn`, the ranker from `predictor_factory`.
-Its state is JSON (pool, weak labels, strong labels, queue); the ranker is
+weak labels come from an injected `weak_fn`, the features from an `encoder` and the
+ranker from `predictor_factory` (the `nas.ranking` protocols; `predictors` implements
+them). Its state is JSON (pool, weak labels, strong labels, queue); the ranker is
 retrained deterministically from them on restore.
 """
 
@@ -29,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from nas.errors import ConfigError
+from nas.ranking import Encoder, Predictor, require
 from nas.space import SearchSpace
 from nas.strategies.base import STRATEGIES, Objective, Strategy
 
@@ -65,8 +68,8 @@ class PredictorGuided(Strategy):
     """AceNAS-style ranking-predictor search (see module doc).
 
     weak_fn: samples → (N, H) weak labels (column 0: the weak accuracy proxy, lower is
-    better). encoder: `transform(samples) -> (N, F)`. predictor_factory: a new ranker
-    with `pretrain(X, W)`, `fit(X, y)`, `predict(X)` and `embed(X)`.
+    better). encoder: a `nas.ranking.Encoder` (fitted on the pool when it is not yet).
+    predictor_factory: a new `nas.ranking.Predictor` for each retraining.
     """
 
     def __init__(
@@ -76,8 +79,8 @@ class PredictorGuided(Strategy):
         seed: int = 0,
         *,
         weak_fn: Callable[[Sequence[Mapping[str, Any]]], np.ndarray],
-        encoder: Any,
-        predictor_factory: Callable[[], Any],
+        encoder: Encoder,
+        predictor_factory: Callable[[], Predictor],
         cost_fn: Callable[..., Mapping[str, np.ndarray]] | None = None,
         budgets: Mapping[str, float] | None = None,
         pool_size: int = 128,
@@ -85,6 +88,12 @@ class PredictorGuided(Strategy):
         n_bins: int = 4,
     ) -> None:
         super().__init__(space, objectives, seed)
+        require(
+            encoder,
+            Encoder,
+            "the predictor strategy's encoder",
+            "pass predictors.SpaceEncoder(space) or an object with fitted, fit and transform",
+        )
         self.weak_fn, self.encoder, self.predictor_factory = weak_fn, encoder, predictor_factory
         self.cost_fn, self.budgets = cost_fn, dict(budgets or {})
         self.pool_size, self.batch_size, self.n_bins = pool_size, batch_size, n_bins
@@ -95,32 +104,9 @@ class PredictorGuided(Strategy):
         self.failed: set[int] = set()
         self.queue: list[int] = []
         self.asked: set[int] = set()
-        self._predictor: Any = None
+        self._predictor: Predictor | None = None
         self._fitted_on = -1
         self._X: np.ndarray | None = None
-
-    @classmethod
-    def for_testing(
-        cls, space: SearchSpace, objectives: Sequence[Objective], seed: int = 0
-    ) -> PredictorGuided:
-        """Small real components: a LambdaRank ranker, one-hot encoding, a weak label that
-        is a fixed random linear function of the encoding (tests only; `nas` itself never
-        imports `predictors`, the pipeline injects them)."""
-        from predictors import make_predictor
-        from predictors.encoders import SpaceEncoder
-
-        enc = SpaceEncoder(space, "onehot")
-        w = np.random.default_rng(seed).normal(size=enc.n_features)
-        return cls(
-            space,
-            objectives,
-            seed,
-            weak_fn=lambda samples: (enc.transform(samples) @ w)[:, None],
-            encoder=enc,
-            predictor_factory=lambda: make_predictor("lambdarank", seed=seed, max_steps=40),
-            pool_size=32,
-            batch_size=4,
-        )
 
     # -- pool -----------------------------------------------------------------------------
     def _ensure_pool(self) -> None:
@@ -133,8 +119,6 @@ class PredictorGuided(Strategy):
             ok = np.all([costs[k] <= v for k, v in self.budgets.items()], axis=0)
             cand = [s for s, keep in zip(cand, ok) if keep]
             if not cand:
-                from nas.errors import ConfigError
-
                 raise ConfigError(
                     f"no architecture of {len(ok)} random ones meets the budgets {self.budgets}; "
                     "raise the budgets"
@@ -158,18 +142,23 @@ class PredictorGuided(Strategy):
     def _x(self) -> np.ndarray:
         """The encoded pool (N, F); the encoder's statistics are fitted on the pool."""
         if self._X is None:
-            if not getattr(self.encoder, "fitted", True):
+            if not self.encoder.fitted:
                 self.encoder.fit(self.pool)
             self._X = self.encoder.transform(self.pool)
         return self._X
 
-    def predictor(self):
+    def predictor(self) -> Predictor:
         """The ranker fitted on the weak labels and every strong label told so far."""
         n = len(self.strong)
         if self._predictor is not None and self._fitted_on == n:
             return self._predictor
         x = self._x()
-        p = self.predictor_factory()
+        p = require(
+            self.predictor_factory(),
+            Predictor,
+            "what predictor_factory returned",
+            "return e.g. predictors.make_predictor('lambdarank', seed=...)",
+        )
         p.pretrain(x, self.weak)
         if n >= 2:
             idx = np.array(sorted(self.strong))

@@ -12,6 +12,9 @@ Layout of a checkpoint directory (a run's ``checkpoints/``)::
 A step directory is filled under a temporary name and renamed into place, and
 `latest.json` is replaced by rename too, so a crash leaves either the old or the
 new checkpoint, never half of one. Nothing is pickled.
+
+`check_compatible` decides whether a checkpoint may resume a given run: same space,
+task and weight parameters, same trajectory config (`nas.training.settings`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +35,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from nas.errors import MqnasError
+from nas.errors import ConfigError, UserError
+from nas.training.settings import TrainerConfig
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,7 @@ STATE_FILE = "state.json"
 LATEST = "latest.json"
 
 
-class CheckpointError(MqnasError):
+class CheckpointError(UserError):
     """A checkpoint is missing, incomplete or corrupt."""
 
 
@@ -293,3 +297,60 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         optimizer=tensors[OPTIM_FILE],
         state=state,
     )
+
+
+# -- resuming a run ---------------------------------------------------------------------
+def check_compatible(
+    ckpt: Checkpoint,
+    *,
+    identity: Mapping[str, Any],
+    config: TrainerConfig,
+    param_names: Sequence[str],
+    model: Mapping[str, Tensor],
+) -> None:
+    """Raise `ConfigError` unless `ckpt` can resume the run described by the rest.
+
+    `identity` is the run's ``space`` and ``task`` entries as the trainer writes them,
+    `param_names` the trained parameters in the optimizer's order, `model` the current
+    state_dict (its keys and shapes must match the checkpoint's model). A missing
+    entry of the checkpoint's state raises `KeyError` for the caller to report.
+    """
+    state = ckpt.state
+    where = f"checkpoint {str(ckpt.path)!r}"
+    if state["space"] != identity["space"]:
+        raise ConfigError(
+            f"{where} was written for space {state['space']}, this supernet's space is "
+            f"{identity['space']}; resume with a supernet of the same space and version"
+        )
+    if state["task"] != identity["task"]:
+        raise ConfigError(
+            f"{where} was trained on task {state['task']!r}, this trainer's task is "
+            f"{identity['task']!r}"
+        )
+    diffs = config.trajectory_differences(state["config"])
+    if diffs:
+        raise ConfigError(
+            f"{where} was written with another training config ({'; '.join(diffs)}); "
+            "pass the same values to resume, or start a fresh run in a new checkpoint_dir"
+        )
+    if list(state["param_names"]) != list(param_names):
+        theirs, have = set(state["param_names"]), set(param_names)
+        raise ConfigError(
+            f"{where} trained other weight parameters: only in checkpoint "
+            f"{sorted(theirs - have)[:5]}, only in this supernet {sorted(have - theirs)[:5]}"
+            + ("" if theirs != have else " (same names, another order)")
+        )
+    saved = ckpt.model
+    missing = sorted(set(model) - set(saved))
+    extra = sorted(set(saved) - set(model))
+    shapes = [
+        f"{k}: checkpoint {tuple(saved[k].shape)} vs supernet {tuple(v.shape)}"
+        for k, v in model.items()
+        if k in saved and tuple(saved[k].shape) != tuple(v.shape)
+    ]
+    if missing or extra or shapes:
+        raise ConfigError(
+            f"{where} does not fit this supernet (missing {missing[:5]}, unexpected "
+            f"{extra[:5]}, shapes {shapes[:5]}); the space config changed without a new "
+            "space version"
+        )

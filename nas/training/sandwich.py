@@ -59,9 +59,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from nas.errors import ConfigError, MqnasError
+from nas.logs import progress_bar
 from nas.quant import set_quant_enabled
 from nas.supernet import Supernet
 from nas.tasks.base import Batch, Task, denoise
@@ -69,6 +69,7 @@ from nas.tasks.util import eval_mode
 from nas.training.checkpoint import (
     Checkpoint,
     CheckpointError,
+    check_compatible,
     flatten_optimizer,
     latest_checkpoint,
     read_checkpoint,
@@ -76,145 +77,52 @@ from nas.training.checkpoint import (
     write_checkpoint,
 )
 from nas.training.objective import noising_of, noisy_batch, task_mse
+from nas.training.settings import TRAJECTORY_FIELDS, TrainerConfig
 from nas.training.util import device_of, frozen, isolated_rng, step_generator
 
 log = logging.getLogger(__name__)
-
-#: Config fields that change the training trajectory: a checkpoint resumes only if
-#: they are equal. The others (steps, checkpoint/log/validation cadence) may change.
-TRAJECTORY_FIELDS = (
-    "batch_size",
-    "n_random",
-    "lr",
-    "weight_decay",
-    "distill_weight",
-    "quant",
-    "grad_clip",
-    "seed",
-    "warmup_steps",
-    "max_bad_steps",
-)
-#: What a checkpoint written before a field existed implicitly used (the old trainer had
-#: no warm-up); a field absent from this table and from a checkpoint is not compared.
-_LEGACY_FIELDS = {"warmup_steps": 0}
 
 
 class TrainingDivergedError(MqnasError):
     """Supernet training kept producing non-finite losses or gradients after its rollbacks."""
 
 
-@dataclass(frozen=True)
-class TrainerConfig:
-    """Hyperparameters of a sandwich run (what a checkpoint records)."""
-
-    steps: int
-    batch_size: int = 32
-    n_random: int = 2
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    distill_weight: float = 1.0
-    quant: bool = True
-    grad_clip: float | None = 1.0
-    seed: int = 0
-    checkpoint_every: int = 500
-    log_every: int = 50
-    val_every: int = 0
-    warmup_steps: int = 0
-    max_bad_steps: int = 3
-    max_rollbacks: int = 3
-
-    def __post_init__(self) -> None:
-        positive = {
-            "batch_size": self.batch_size,
-            "checkpoint_every": self.checkpoint_every,
-            "log_every": self.log_every,
-            "max_bad_steps": self.max_bad_steps,
-        }
-        nonneg = {
-            "steps": self.steps,
-            "n_random": self.n_random,
-            "seed": self.seed,
-            "val_every": self.val_every,
-            "warmup_steps": self.warmup_steps,
-            "max_rollbacks": self.max_rollbacks,
-        }
-        for name, v in positive.items():
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ConfigError(f"{name} must be an integer ≥ 1, got {v!r}")
-        for name, v in nonneg.items():
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ConfigError(f"{name} must be an integer ≥ 0, got {v!r}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr!r}")
-        if self.weight_decay < 0 or self.distill_weight < 0:
-            raise ConfigError(
-                f"weight_decay and distill_weight must be ≥ 0, got {self.weight_decay!r} "
-                f"and {self.distill_weight!r}"
-            )
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ConfigError(
-                f"grad_clip must be > 0 or None (no clipping), got {self.grad_clip!r}"
-            )
-
-
 class SupernetTrainer:
     """Train a supernet's shared weights with the sandwich rule (see the module docstring).
 
-    `checkpoint_dir` (a run's ``checkpoints/``) receives a checkpoint every
-    `checkpoint_every` steps and at the end (the `keep_checkpoints` latest are kept; None:
-    all); `resume=True` (or `resume(dir)`)
-    continues from its latest one. `val_every` > 0 runs `task.validate` on the max
-    and min sub-networks every that many steps (keys ``max/<metric>``,
+    `config` holds the run's hyperparameters (`TrainerConfig`; an experiment's come from
+    `SupernetConfig.trainer_config`). `checkpoint_dir` (a run's ``checkpoints/``)
+    receives a checkpoint every `config.checkpoint_every` steps and at the end (the
+    `keep_checkpoints` latest are kept; None: all); `resume=True` (or `resume(dir)`)
+    continues from its latest one. `config.val_every` > 0 runs `task.validate` on the
+    max and min sub-networks every that many steps (keys ``max/<metric>``,
     ``min/<metric>`` of that step's history entry).
 
-    `warmup_steps` (0: none), `max_bad_steps` and `max_rollbacks` set the stability
-    policy of the module docstring; the rollback snapshots are taken at the
-    `checkpoint_every` cadence whether or not `checkpoint_dir` is set.
+    `config.warmup_steps`, `max_bad_steps` and `max_rollbacks` set the stability policy
+    of the module docstring; the rollback snapshots are taken at the `checkpoint_every`
+    cadence whether or not `checkpoint_dir` is set.
     """
 
     def __init__(
         self,
         supernet: Supernet,
         task: Task,
+        config: TrainerConfig,
         *,
-        steps: int,
-        batch_size: int = 32,
-        n_random: int = 2,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        distill_weight: float = 1.0,
-        quant: bool = True,
-        grad_clip: float | None = 1.0,
-        seed: int = 0,
         device: str | torch.device | None = None,
         checkpoint_dir: str | Path | None = None,
-        checkpoint_every: int = 500,
-        log_every: int = 50,
-        val_every: int = 0,
         progress: bool = True,
         resume: bool = False,
         keep_checkpoints: int | None = 2,
-        warmup_steps: int = 0,
-        max_bad_steps: int = 3,
-        max_rollbacks: int = 3,
     ) -> None:
-        self.config = TrainerConfig(
-            steps=steps,
-            batch_size=batch_size,
-            n_random=n_random,
-            lr=lr,
-            weight_decay=weight_decay,
-            distill_weight=distill_weight,
-            quant=quant,
-            grad_clip=grad_clip,
-            seed=seed,
-            checkpoint_every=checkpoint_every,
-            log_every=log_every,
-            val_every=val_every,
-            warmup_steps=warmup_steps,
-            max_bad_steps=max_bad_steps,
-            max_rollbacks=max_rollbacks,
-        )
+        if not isinstance(config, TrainerConfig):
+            raise TypeError(
+                f"SupernetTrainer takes its hyperparameters as one TrainerConfig, got "
+                f"{type(config).__name__}; pass TrainerConfig(steps=..., lr=..., ...) "
+                "(from nas.training), or cfg.supernet.trainer_config(cfg.seed) for an "
+                "experiment's config"
+            )
+        self.config = config
         self.device = torch.device(device) if device is not None else device_of(supernet)
         self.supernet = supernet.to(self.device)
         self.task = task
@@ -230,7 +138,7 @@ class SupernetTrainer:
         # the latest and the one before (in case the latest is damaged); None keeps all
         self.keep_checkpoints = keep_checkpoints
         self.progress = progress
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(config.seed)
         self._max = self.space.max()
         self._min = self.space.min()
         self._weights = list(supernet.weight_parameters())
@@ -238,7 +146,9 @@ class SupernetTrainer:
         names = {id(p): n for n, p in supernet.named_parameters()}
         # the optimizer's param indices refer to this order; checkpoints record it
         self.param_names = [names.get(id(p), f"<unnamed {i}>") for i, p in enumerate(self._weights)]
-        self.optimizer = torch.optim.AdamW(self._weights, lr=lr, weight_decay=weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            self._weights, lr=config.lr, weight_decay=config.weight_decay
+        )
         self.step = 0
         self.history: list[dict[str, Any]] = []
         # stability state (module docstring): it survives rollbacks and is checkpointed
@@ -275,13 +185,8 @@ class SupernetTrainer:
         if self._good is None:
             self._good = self._snapshot()
         stream = self._batches()
-        bar = tqdm(
-            total=cfg.steps,
-            initial=self.step,
-            desc="supernet",
-            unit="step",
-            disable=not self.progress,
-            dynamic_ncols=True,
+        bar = progress_bar(
+            cfg.steps, initial=self.step, desc="supernet", unit="step", enabled=self.progress
         )
         try:
             while self.step < cfg.steps:
@@ -582,7 +487,13 @@ class SupernetTrainer:
     def _snapshot_of(self, ckpt: Checkpoint) -> _Snapshot:
         """A checkpoint as a snapshot, checked against this trainer first."""
         try:
-            self._check_compatible(ckpt.state, ckpt.model, ckpt.path)
+            check_compatible(
+                ckpt,
+                identity=self._identity(),
+                config=self.config,
+                param_names=self.param_names,
+                model=self.supernet.state_dict(),
+            )
             return _Snapshot(
                 step=ckpt.step,
                 model=ckpt.model,
@@ -597,55 +508,6 @@ class SupernetTrainer:
                 f"checkpoint {str(ckpt.path)!r} lacks {e}; it was not written by "
                 "SupernetTrainer.save_checkpoint"
             ) from None
-
-    def _check_compatible(
-        self, state: dict[str, Any], model: dict[str, Tensor], path: Path
-    ) -> None:
-        where = f"checkpoint {str(path)!r}"
-        ours = self._identity()
-        if state["space"] != ours["space"]:
-            raise ConfigError(
-                f"{where} was written for space {state['space']}, this supernet's space is "
-                f"{ours['space']}; resume with a supernet of the same space and version"
-            )
-        if state["task"] != ours["task"]:
-            raise ConfigError(
-                f"{where} was trained on task {state['task']!r}, this trainer's task is "
-                f"{ours['task']!r}"
-            )
-        mine = asdict(self.config)
-        theirs = {k: state["config"].get(k, _LEGACY_FIELDS.get(k, mine[k])) for k in mine}
-        diffs = [
-            f"{k}: checkpoint {theirs[k]!r} vs trainer {mine[k]!r}"
-            for k in TRAJECTORY_FIELDS
-            if theirs[k] != mine[k]
-        ]
-        if diffs:
-            raise ConfigError(
-                f"{where} was written with another training config ({'; '.join(diffs)}); "
-                "pass the same values to resume, or start a fresh run in a new checkpoint_dir"
-            )
-        if state["param_names"] != self.param_names:
-            theirs, have = set(state["param_names"]), set(self.param_names)
-            raise ConfigError(
-                f"{where} trained other weight parameters: only in checkpoint "
-                f"{sorted(theirs - have)[:5]}, only in this supernet {sorted(have - theirs)[:5]}"
-                + ("" if theirs != have else " (same names, another order)")
-            )
-        current = self.supernet.state_dict()
-        missing = sorted(set(current) - set(model))
-        extra = sorted(set(model) - set(current))
-        shapes = [
-            f"{k}: checkpoint {tuple(model[k].shape)} vs supernet {tuple(v.shape)}"
-            for k, v in current.items()
-            if k in model and tuple(model[k].shape) != tuple(v.shape)
-        ]
-        if missing or extra or shapes:
-            raise ConfigError(
-                f"{where} does not fit this supernet (missing {missing[:5]}, unexpected "
-                f"{extra[:5]}, shapes {shapes[:5]}); the space config changed without a new "
-                "space version"
-            )
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@
 - `family`: plumbing every family needs alike — keyword defaults of a diffusers
   class (teacher config checks), seeded example inputs of a denoiser and moving
   them to a module's device.
+- `contract`: how the models meet a diffusers denoiser's call contract — empty
+  pipeline inputs ignored, ones a model cannot honour refused with the reason.
 """
 
 from search_spaces.common.family import (

@@ -2,8 +2,9 @@
 
 `_DiTTrunk` is the module layout and forward pass the standalone model and the
 supernet share (PixArt-α's ``PixArtTransformer2DModel`` without additional
-conditions); `standalone_config` gives a sample's constructor arguments,
-`example_inputs` the keyword inputs of one forward pass.
+conditions; its forward takes that class's arguments, so `MobileDiT` is a drop-in
+``transformer`` of `PixArtAlphaPipeline`); `standalone_config` gives a sample's
+constructor arguments, `example_inputs` the keyword inputs of one forward pass.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from nas.elastic import ElasticLayerNorm, ElasticLinear
 from nas.errors import ConfigError
 from nas.space import SearchSpace
 from nas.spec import Sample
+from search_spaces.common.contract import refuse
 from search_spaces.common.family import denoiser_inputs
 from search_spaces.common.layers import QuantSource, quant_for
 from search_spaces.mobile_dit.blocks import (
@@ -33,6 +35,9 @@ from search_spaces.mobile_dit.blocks import (
 )
 from search_spaces.mobile_dit.config import NORM_EPS, MobileDiTConfig
 from search_spaces.mobile_dit.space import _resolve
+
+#: PixArt's resolution / aspect-ratio micro-conditions, which this model does not embed.
+MICRO_CONDITIONS = ("resolution", "aspect_ratio")
 
 
 class _DiTTrunk:
@@ -95,9 +100,32 @@ class _DiTTrunk:
         """As `PixArtTransformer2DModel.forward` (no additional conditions).
 
         hidden_states (B, C, H, W); encoder_hidden_states (B, M, caption_channels);
-        timestep scalar or (B,); masks (B, N) / (B, M) keep=1 or additive biases (B, 1, ·).
+        timestep an int, a float, a 0-d or a (B,) tensor (broadcast to the batch); masks
+        (B, N) / (B, M) keep=1 or additive biases (B, 1, ·). ``added_cond_kwargs``:
+        ``resolution`` / ``aspect_ratio`` are ignored, as by a PixArtTransformer2DModel
+        with ``use_additional_conditions=False`` (PixArtAlphaPipeline sends them to every
+        model of sample_size 128; this one has no embedders for them); any other
+        non-None entry is refused, as is a non-empty ``cross_attention_kwargs``.
         The supernet runs its active sub-network (the max one when none is active).
         """
+        name = type(self).__name__
+        extra = {
+            k: v
+            for k, v in (added_cond_kwargs or {}).items()
+            if k not in MICRO_CONDITIONS and v is not None
+        }
+        refuse(
+            name,
+            f"added_cond_kwargs {sorted(extra)}",
+            extra,
+            "it embeds only the timestep (and the caption through encoder_hidden_states)",
+        )
+        refuse(
+            name,
+            "cross_attention_kwargs",
+            cross_attention_kwargs,
+            "it has no attention processors or LoRA adapters to pass them to",
+        )
         out = self._run(
             hidden_states, encoder_hidden_states, timestep, attention_mask, encoder_attention_mask
         )
@@ -147,6 +175,16 @@ class MobileDiT(_DiTTrunk, ModelMixin, ConfigMixin):
     `quant_plan` (module path → scheme string) gives each layer its quant scheme at
     construction, so learned quantizer parameters exist before `from_pretrained` loads them;
     layers absent from it run float.
+
+    diffusers contract: a drop-in ``transformer`` of `PixArtAlphaPipeline`. `forward`
+    takes `PixArtTransformer2DModel.forward`'s arguments (see `_DiTTrunk.forward` for what
+    it ignores and refuses) and the config carries what the pipeline reads:
+    ``sample_size``, ``in_channels`` and ``out_channels`` (recorded resolved, never None:
+    the pipeline computes ``out_channels // 2`` to detect a learned-σ head), and
+    ``use_additional_conditions``, which can only be False. The pipeline's default
+    ``use_resolution_binning=True`` only knows PixArt's sample sizes 32 / 64 / 128; call it
+    with ``use_resolution_binning=False`` for other sizes. A cross-attention model refuses
+    a missing ``encoder_hidden_states`` (there is no null caption).
     """
 
     _supports_gradient_checkpointing = False
@@ -166,8 +204,18 @@ class MobileDiT(_DiTTrunk, ModelMixin, ConfigMixin):
         caption_channels: int | None = 64,
         interpolation_scale: float | None = None,
         quant_plan: dict[str, str] | None = None,
+        use_additional_conditions: bool = False,
     ) -> None:
         super().__init__()
+        if use_additional_conditions:
+            raise ConfigError(
+                "MobileDiT config use_additional_conditions=True is not supported (PixArt's "
+                "resolution / aspect-ratio embedders); set it to False"
+            )
+        if out_channels is None:
+            # Pipelines read the config, not the module: record the value the model has.
+            out_channels = in_channels
+            self.register_to_config(out_channels=out_channels)
         heads = list(num_attention_heads) if num_attention_heads is not None else [4] * 8
         inner = list(ff_inner_dims) if ff_inner_dims is not None else [4 * width] * len(heads)
         if len(heads) != len(inner):
@@ -183,7 +231,7 @@ class MobileDiT(_DiTTrunk, ModelMixin, ConfigMixin):
             sample_size=sample_size,
             patch_size=patch_size,
             in_channels=in_channels,
-            out_channels=in_channels if out_channels is None else out_channels,
+            out_channels=out_channels,
             width=width,
             heads=heads,
             dim_head=attention_head_dim,

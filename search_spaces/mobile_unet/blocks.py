@@ -22,6 +22,7 @@ at its exact sizes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -192,51 +193,71 @@ class Upsample2D(nn.Module):
         return self.conv(x)
 
 
-def _attentions(
-    n: int, width: int, heads: int, dim_head: int, depth: int, cross_dim: int, groups: int
-) -> nn.ModuleList | None:
-    """One Transformer2DModel per resnet of a stage, or none where the stage has no attention."""
-    if depth == 0:
-        return None
-    return nn.ModuleList(
-        [Transformer2DModel(width, heads, dim_head, depth, cross_dim, groups) for _ in range(n)]
-    )
+@dataclass(frozen=True)
+class StageDims:
+    """What the blocks of one U-Net stage share: the stage's width, its attention's shape
+    (depth 0: none), the time-embedding width and the GroupNorm groups."""
+
+    width: int
+    attn_depth: int
+    heads: int
+    dim_head: int
+    cross_dim: int
+    temb: int
+    groups: int
+
+    def resnet(self, in_ch: int, inner: int, shortcut: bool) -> ResnetBlock2D:
+        return ResnetBlock2D(in_ch, inner, self.width, self.temb, self.groups, shortcut)
+
+    def attentions(self, n: int) -> nn.ModuleList | None:
+        """One Transformer2DModel per resnet of the stage, or none without attention."""
+        if self.attn_depth == 0:
+            return None
+        return nn.ModuleList(
+            [
+                Transformer2DModel(
+                    self.width,
+                    self.heads,
+                    self.dim_head,
+                    self.attn_depth,
+                    self.cross_dim,
+                    self.groups,
+                )
+                for _ in range(n)
+            ]
+        )
 
 
-class DownBlock(nn.Module):
+class _ElasticDepthStage(nn.Module):
+    """A stage whose resnets (and their transformers) run to an active depth."""
+
+    active_depth: int | None = None
+
+    def reset_active(self) -> None:
+        self.active_depth = None
+
+
+class DownBlock(_ElasticDepthStage):
     """CrossAttnDownBlock2D (`attentions` present) or DownBlock2D; elastic depth keeps a prefix."""
 
     def __init__(
         self,
         in_ch: int,
-        out_ch: int,
         inner: Sequence[int],
-        attn_depth: int,
-        heads: int,
-        dim_head: int,
-        cross_dim: int,
-        temb: int,
-        groups: int,
+        dims: StageDims,
         shortcut0: bool,
         add_downsample: bool,
     ) -> None:
         super().__init__()
+        out_ch = dims.width
         self.resnets = nn.ModuleList(
             [
-                ResnetBlock2D(
-                    in_ch if j == 0 else out_ch, c, out_ch, temb, groups, shortcut0 and j == 0
-                )
+                dims.resnet(in_ch if j == 0 else out_ch, c, shortcut0 and j == 0)
                 for j, c in enumerate(inner)
             ]
         )
-        self.attentions = _attentions(
-            len(inner), out_ch, heads, dim_head, attn_depth, cross_dim, groups
-        )
+        self.attentions = dims.attentions(len(inner))
         self.downsamplers = nn.ModuleList([Downsample2D(out_ch)]) if add_downsample else None
-        self.active_depth: int | None = None
-
-    def reset_active(self) -> None:
-        self.active_depth = None
 
     def forward(
         self, x: Tensor, temb: Tensor, context: Tensor
@@ -254,7 +275,7 @@ class DownBlock(nn.Module):
         return x, skips
 
 
-class UpBlock(nn.Module):
+class UpBlock(_ElasticDepthStage):
     """CrossAttnUpBlock2D / UpBlock2D: pop a skip, concat, resnet (+ transformer); upsample.
 
     With elastic depth d (< max D) it runs resnets 0..d-1 and then resnet D (the
@@ -264,40 +285,25 @@ class UpBlock(nn.Module):
     def __init__(
         self,
         prev_ch: int,
-        out_ch: int,
         skip_last_ch: int,
         inner: Sequence[int],
-        attn_depth: int,
-        heads: int,
-        dim_head: int,
-        cross_dim: int,
-        temb: int,
-        groups: int,
+        dims: StageDims,
         add_upsample: bool,
     ) -> None:
         super().__init__()
-        last = len(inner) - 1
+        last, out_ch = len(inner) - 1, dims.width
         self.resnets = nn.ModuleList(
             [
-                ResnetBlock2D(
+                dims.resnet(
                     (prev_ch if j == 0 else out_ch) + (skip_last_ch if j == last else out_ch),
                     c,
-                    out_ch,
-                    temb,
-                    groups,
                     True,
                 )
                 for j, c in enumerate(inner)
             ]
         )
-        self.attentions = _attentions(
-            len(inner), out_ch, heads, dim_head, attn_depth, cross_dim, groups
-        )
+        self.attentions = dims.attentions(len(inner))
         self.upsamplers = nn.ModuleList([Upsample2D(out_ch)]) if add_upsample else None
-        self.active_depth: int | None = None
-
-    def reset_active(self) -> None:
-        self.active_depth = None
 
     def active_indices(self) -> list[int]:
         if self.active_depth is None:

@@ -3,8 +3,10 @@
 `_build` creates the diffusers-named modules of one architecture (`_Arch`) and
 `_run` is `UNet2DConditionModel.forward`'s data flow; both serve the standalone model
 and the supernet (built at the max architecture: `model_kwargs` of `_max_active`).
-`standalone_config` gives a sample's constructor arguments, `example_inputs` the
-keyword inputs of one forward pass.
+`_UNetForward.forward` takes `UNet2DConditionModel.forward`'s arguments and refuses
+those it cannot honour, so `MobileUNet` is a drop-in diffusers ``unet`` (see its
+docstring). `standalone_config` gives a sample's constructor arguments,
+`example_inputs` the keyword inputs of one forward pass.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from nas.quant.layers import QuantMixin
 from nas.quant.scheme import QuantScheme
 from nas.space import SearchSpace
 from nas.spec import Sample
+from search_spaces.common.contract import check_fixed_config, refuse, refuse_masking
 from search_spaces.common.family import denoiser_inputs
 from search_spaces.common.layers import TimestepEmbedding
-from search_spaces.mobile_unet.blocks import DownBlock, MidBlock, UpBlock
+from search_spaces.mobile_unet.blocks import DownBlock, MidBlock, StageDims, UpBlock
 from search_spaces.mobile_unet.config import (
     RESNET_EPS,
     MobileUNetConfig,
@@ -69,18 +72,18 @@ def _build(m: nn.Module, a: _Arch) -> None:
     m.conv_in = ElasticConv2d(a.in_channels, w[0], 3, padding=1)
     m.time_proj = Timesteps(a.time_proj_dim, flip_sin_to_cos=True, downscale_freq_shift=0)
     m.time_embedding = TimestepEmbedding(a.time_proj_dim, temb)
+    dims = [
+        StageDims(
+            w[s], a.attn[s], a.heads[s], a.dim_heads[s], a.cross_attention_dim, temb, a.groups
+        )
+        for s in range(n)
+    ]
     m.down_blocks = nn.ModuleList(
         [
             DownBlock(
                 w[0] if s == 0 else w[s - 1],
-                w[s],
                 a.down_inner[s],
-                a.attn[s],
-                a.heads[s],
-                a.dim_heads[s],
-                a.cross_attention_dim,
-                temb,
-                a.groups,
+                dims[s],
                 a.down_shortcut[s],
                 s < n - 1,
             )
@@ -100,21 +103,8 @@ def _build(m: nn.Module, a: _Arch) -> None:
     ups = []
     for u in range(n):
         s = n - 1 - u
-        ups.append(
-            UpBlock(
-                w[s + 1] if s < n - 1 else w[-1],
-                w[s],
-                w[s - 1] if s > 0 else w[0],
-                a.up_inner[u],
-                a.attn[s],
-                a.heads[s],
-                a.dim_heads[s],
-                a.cross_attention_dim,
-                temb,
-                a.groups,
-                s > 0,
-            )
-        )
+        prev = w[s + 1] if s < n - 1 else w[-1]
+        ups.append(UpBlock(prev, w[s - 1] if s > 0 else w[0], a.up_inner[u], dims[s], s > 0))
     m.up_blocks = nn.ModuleList(ups)
     m.conv_norm_out = ElasticGroupNorm(a.groups, w[0], eps=RESNET_EPS)
     m.conv_act = nn.SiLU()
@@ -240,28 +230,154 @@ def _arch_of(c: Mapping[str, Any]) -> _Arch:
 class _UNetForward:
     """The forward pass of `MobileUNet` and of the supernet (`UNet2DConditionModel`'s)."""
 
+    # MobileUNet: its diffusers config; the supernet: its MobileUNetConfig. Both hold
+    # cross_attention_dim, the context width `forward` checks.
+    config: Any
+
     def forward(
         self,
         sample: Tensor,
         timestep: Tensor | float,
-        encoder_hidden_states: Tensor,
+        encoder_hidden_states: Tensor | None = None,
+        class_labels: Tensor | None = None,
+        timestep_cond: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        cross_attention_kwargs: dict[str, Any] | None = None,
+        added_cond_kwargs: dict[str, Tensor] | None = None,
+        down_block_additional_residuals: tuple[Tensor, ...] | None = None,
+        mid_block_additional_residual: Tensor | None = None,
+        down_intrablock_additional_residuals: tuple[Tensor, ...] | None = None,
+        encoder_attention_mask: Tensor | None = None,
         return_dict: bool = True,
     ) -> UNet2DConditionOutput | tuple[Tensor]:
-        """sample (B, C, H, W), timestep (int, float, () or (B,)), context (B, L, ctx dim).
+        """`UNet2DConditionModel.forward`'s signature and output.
 
-        The supernet runs its active sub-network (the max one when none is active).
+        sample (B, C, H, W); timestep an int, a float, a 0-d or a (B,) tensor (broadcast
+        to the batch); encoder_hidden_states (B, L, cross_attention_dim), required.
+        The other keywords are accepted when None / empty (what pipelines pass for
+        features they do not use) and refused with the reason otherwise: see
+        `_refuse_unsupported`. The supernet runs its active sub-network (the max one
+        when none is active).
         """
         # diffusers' own output class, imported here: its module loads every diffusers U-Net
         # block (~1.5 s), which every `nas` command would otherwise pay on start-up
         from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
+        _refuse_unsupported(
+            type(self).__name__,
+            class_labels=class_labels,
+            timestep_cond=timestep_cond,
+            attention_mask=attention_mask,
+            cross_attention_kwargs=cross_attention_kwargs,
+            added_cond_kwargs=added_cond_kwargs,
+            down_block_additional_residuals=down_block_additional_residuals,
+            mid_block_additional_residual=mid_block_additional_residual,
+            down_intrablock_additional_residuals=down_intrablock_additional_residuals,
+            encoder_attention_mask=encoder_attention_mask,
+        )
+        _check_context(
+            type(self).__name__, sample, encoder_hidden_states, self.config.cross_attention_dim
+        )
         out = _run(self, sample, timestep, encoder_hidden_states)
         if not return_dict:
             return (out,)
         return UNet2DConditionOutput(sample=out)
 
 
+def _refuse_unsupported(
+    name: str,
+    *,
+    class_labels: Tensor | None,
+    timestep_cond: Tensor | None,
+    attention_mask: Tensor | None,
+    cross_attention_kwargs: dict[str, Any] | None,
+    added_cond_kwargs: dict[str, Tensor] | None,
+    down_block_additional_residuals: tuple[Tensor, ...] | None,
+    mid_block_additional_residual: Tensor | None,
+    down_intrablock_additional_residuals: tuple[Tensor, ...] | None,
+    encoder_attention_mask: Tensor | None,
+) -> None:
+    """Refuse the `UNet2DConditionModel.forward` inputs this U-Net has no module for."""
+    refuse(
+        name,
+        "class_labels",
+        class_labels,
+        "it has no class embedding (num_class_embeds=None); a class conditions it through "
+        "encoder_hidden_states (e.g. that class's row of the training task's context table)",
+    )
+    refuse(
+        name,
+        "timestep_cond",
+        timestep_cond,
+        "it has no guidance-scale embedding (time_cond_proj_dim=None, unlike LCM-distilled U-Nets)",
+    )
+    refuse(
+        name,
+        "cross_attention_kwargs",
+        cross_attention_kwargs,
+        "it has no attention processors or LoRA adapters to pass them to",
+    )
+    refuse(
+        name,
+        "added_cond_kwargs",
+        added_cond_kwargs,
+        "it has no added embeddings (addition_embed_type=None): SDXL's text_embeds / "
+        "time_ids and IP-Adapter image_embeds need a U-Net built with them",
+    )
+    residuals = (
+        "its skip connections have this architecture's searched widths and counts, so "
+        "ControlNet / T2I-Adapter residuals made for another U-Net do not fit them"
+    )
+    refuse(name, "down_block_additional_residuals", down_block_additional_residuals, residuals)
+    refuse(name, "mid_block_additional_residual", mid_block_additional_residual, residuals)
+    refuse(
+        name,
+        "down_intrablock_additional_residuals",
+        down_intrablock_additional_residuals,
+        residuals,
+    )
+    refuse_masking(name, "attention_mask", attention_mask)
+    refuse_masking(name, "encoder_attention_mask", encoder_attention_mask)
+
+
+def _check_context(name: str, sample: Tensor, context: Tensor | None, dim: int) -> None:
+    """Refuse a missing or misshapen context, saying what to pass.
+
+    There is deliberately no null context: every MobileUNet cross-attends (its mid block
+    always has a transformer) and was trained with a context in every batch (text
+    embeddings, or a fixed seeded table of class contexts), so a made-up one such as zeros
+    would give plausible-looking but meaningless samples. diffusers' own
+    `UNet2DConditionModel` requires it too.
+    """
+    if context is None:
+        raise ValueError(
+            f"{name} cross-attends to a context: pass encoder_hidden_states of shape (batch, "
+            f"tokens, {dim}). Unconditional pipelines (DDPMPipeline, DDIMPipeline) call "
+            "unet(sample, t) without one: wrap the model so that it passes the context it "
+            "was trained with (for a class-conditional model, that class's context)"
+        )
+    if context.dim() != 3 or context.shape[0] != sample.shape[0] or context.shape[-1] != dim:
+        raise ValueError(
+            f"{name}: encoder_hidden_states has shape {tuple(context.shape)}; pass "
+            f"(batch, tokens, cross_attention_dim) = ({sample.shape[0]}, tokens, {dim})"
+        )
+
+
 # =========================================================================== standalone model
+#: `UNet2DConditionModel` config keys that diffusers pipelines read (e.g.
+#: StableDiffusionPipeline reads time_cond_proj_dim to decide on classifier-free guidance),
+#: with the only values a MobileUNet has: none of these embeddings exists in it.
+DIFFUSERS_FIXED_CONFIG: dict[str, Any] = {
+    "time_cond_proj_dim": None,
+    "addition_embed_type": None,
+    "addition_time_embed_dim": None,
+    "class_embed_type": None,
+    "num_class_embeds": None,
+    "encoder_hid_dim_type": None,
+    "time_embedding_type": "positional",
+}
+
+
 class MobileUNet(_UNetForward, ModelMixin, ConfigMixin):
     """A concrete mobile U-Net (what `extract` and export produce), loadable with `from_pretrained`.
 
@@ -270,6 +386,18 @@ class MobileUNet(_UNetForward, ModelMixin, ConfigMixin):
     ResNets always have a 1×1 shortcut; a down stage's first ResNet has one when
     `down_shortcut[s]` (None: when its in ≠ out). `quant_plan` (module path →
     scheme string) gives layers their fake-quant scheme; absent layers run float.
+
+    diffusers contract: a drop-in ``unet`` of text-to-image pipelines such as
+    `StableDiffusionPipeline` (with classifier-free guidance). `forward` takes
+    `UNet2DConditionModel.forward`'s arguments; the config carries the keys those
+    pipelines read (``sample_size``, ``in_channels`` and `DIFFUSERS_FIXED_CONFIG`).
+    Refused with a ValueError that says why: a missing ``encoder_hidden_states``
+    (there is no null context, see `_check_context`; unconditional pipelines such as
+    `DDIMPipeline` need the model wrapped to pass one), ``class_labels``,
+    ``timestep_cond``, non-empty ``cross_attention_kwargs`` / ``added_cond_kwargs``,
+    ControlNet / T2I-Adapter residuals and attention masks that mask a position.
+    Setting a `DIFFUSERS_FIXED_CONFIG` key to another value is a `ConfigError`. Exports
+    whose config.json predates these keys load with their defaults.
     """
 
     config_name = "config.json"
@@ -296,8 +424,16 @@ class MobileUNet(_UNetForward, ModelMixin, ConfigMixin):
         cross_attention_dim: int = 64,
         norm_num_groups: int = 8,
         quant_plan: dict[str, str] | None = None,
+        time_cond_proj_dim: int | None = None,
+        addition_embed_type: str | None = None,
+        addition_time_embed_dim: int | None = None,
+        class_embed_type: str | None = None,
+        num_class_embeds: int | None = None,
+        encoder_hid_dim_type: str | None = None,
+        time_embedding_type: str = "positional",
     ) -> None:
         super().__init__()
+        check_fixed_config(type(self).__name__, self.config, DIFFUSERS_FIXED_CONFIG)
         # register_to_config has recorded every argument (defaults filled in) before this
         # body runs: the model is built from exactly the config save_pretrained writes.
         _build(self, _arch_of(self.config))

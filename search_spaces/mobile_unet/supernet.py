@@ -15,7 +15,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from nas.elastic import configure, segments
-from nas.errors import ConfigError
+from nas.errors import InternalError
 from nas.space import SearchSpace
 from nas.spec import Sample
 from nas.supernet import QUANT_SUFFIX, Supernet
@@ -58,7 +58,8 @@ class MobileUNetSupernet(_UNetForward, Supernet):
         _build(self, _arch_of(model_kwargs(config, _max_active(config))))
         layers = dict(_quant_layers(self))
         if set(layers) != set(paths):
-            raise ConfigError(
+            # Both sides derive from `config` alone: a difference is a bug of the family.
+            raise InternalError(
                 "mobile_unet supernet layers and space labels disagree: "
                 f"{sorted(set(layers) ^ set(paths))[:4]}"
             )

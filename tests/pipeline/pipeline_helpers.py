@@ -15,18 +15,22 @@ SMOKE = ROOT / "experiments" / "smoke.yaml"
 ERROR_SECONDS = pytest.StashKey[dict]()
 
 
-def nas_cmd(*args: str, cwd: Path, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+def run_cmd(
+    argv: list[str],
+    *,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+) -> subprocess.CompletedProcess:
+    """`argv` run to its end (or `timeout`), its output captured as text; never raises on exit."""
     return subprocess.run(
-        [sys.executable, "-m", "nas.app.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        check=False,
-        **kw,
+        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+def nas_cmd(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return run_cmd([sys.executable, "-m", "nas.app.cli", *args], cwd=cwd, env=env, timeout=timeout)
 
 
 def smoke_config(tmp: Path, **search) -> Path:

@@ -85,7 +85,7 @@ class PausingEvaluator(SupernetEvaluator):
 
 @dataclass(frozen=True)
 class StrategyFactory:
-    """`name` over `space` (predictor: `PredictorGuided.for_testing`, real small parts)."""
+    """`name` over `space` (predictor: `small_predictor_guided`, real small parts)."""
 
     name: str
     space: str = SPACE
@@ -98,9 +98,9 @@ class StrategyFactory:
 
         space = get_space(self.space).space()
         if self.name == "predictor":
-            from nas.strategies.predictor_guided import PredictorGuided
+            from predictors.testing import small_predictor_guided
 
-            return PredictorGuided.for_testing(space, _objectives(), self.seed)
+            return small_predictor_guided(space, _objectives(), self.seed)
         return make_strategy(self.name, space, _objectives(), self.seed)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pipeline_helpers import ERROR_SECONDS
+from pipeline_helpers import ERROR_SECONDS, run_cmd
 
 ROOT = Path(__file__).resolve().parents[2]
 NAS = str(Path(sys.executable).parent / "nas")
@@ -113,9 +113,7 @@ def report_times(request):
 
 def _run(tmp: Path, *args: str) -> tuple[subprocess.CompletedProcess, float]:
     t0 = time.perf_counter()
-    r = subprocess.run(
-        [NAS, *args], cwd=tmp, capture_output=True, text=True, timeout=300, check=False
-    )
+    r = run_cmd([NAS, *args], cwd=tmp, timeout=300)
     return r, time.perf_counter() - t0
 
 

@@ -10,12 +10,12 @@ which ends every Ray instance on the machine."""
 import json
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import uuid
 
 import pytest
+from pipeline_helpers import run_cmd
 from ray_helpers import free_port, kill_tagged, ray_exe, tagged_pids, worker_env
 
 from nas.trials import TrialStore
@@ -42,14 +42,7 @@ run_tune(searcher, DigitsEvaluatorFactory(pause_s=0.5), run, n, settings, "rando
 
 
 def _ray_start(args: list[str], env: dict[str, str]) -> None:
-    r = subprocess.run(
-        [ray_exe(), "start", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    r = run_cmd([ray_exe(), "start", *args], env=env, timeout=180)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
 
 
@@ -80,14 +73,8 @@ def test_a_search_joins_a_two_node_cluster_and_uses_both_nodes(cluster, tmp_path
     run = tmp_path / "run"
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
-    r = subprocess.run(
-        [sys.executable, str(driver), str(run), address, str(N_TRIALS)],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    r = run_cmd(
+        [sys.executable, str(driver), str(run), address, str(N_TRIALS)], env=env, cwd=tmp_path
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     nodes = json.loads((run / "nodes.json").read_text())
@@ -106,13 +93,6 @@ def test_joining_without_the_clusters_token_says_how_to_fix_it(cluster, tmp_path
         "from nas.ray_tune import RaySettings, init_ray\n"
         f"init_ray(RaySettings(address={address!r}))\n"
     )
-    r = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    r = run_cmd([sys.executable, "-c", code], env=env, timeout=300)
     assert r.returncode != 0
     assert "RayJoinError" in r.stderr and "RAY_AUTH_MODE=token" in r.stderr, r.stderr[-3000:]

@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from pipeline_helpers import run_cmd
 from ray_helpers import (
     kill_session,
     kill_tagged,
@@ -59,15 +60,7 @@ def new_runs():
 
 
 def _nas(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    r = subprocess.run(
-        [nas_exe(), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    r = run_cmd([nas_exe(), *args], cwd=ROOT, env=env, timeout=900)
     assert "Traceback" not in r.stderr, r.stderr[-4000:]
     return r
 

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from pipeline_helpers import run_dirs, smoke_config
+from pipeline_helpers import run_cmd, run_dirs, smoke_config
 from ray_helpers import (
     OBJECTIVES,
     StrategyFactory,
@@ -61,9 +61,7 @@ def tag():
 
 
 def _run(cmd: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=900, check=False
-    )
+    return run_cmd(cmd, env=env, cwd=cwd, timeout=900)
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ from policy_helpers import TinyDenoising, make_net
 
 from nas import ConfigError
 from nas.policies import quantizer_parameters
-from nas.strategies.oneshot import OneShotSearch
+from nas.strategies.oneshot import OneShotSearch, OneShotSettings
 from nas.training.calibrate import calibrate_quantizers, calibrate_strategies
 
 
@@ -42,9 +42,8 @@ def test_calibrate_then_search_assigns_the_calibrated_quantizers(unet_cost):
     net = make_net()
     target = 0.5 * float(unet_cost.predict([net.space.max()])[0])
     kw = {"steps": 2, "batch_size": 2, "lr_w": 1e-2, "seed": 0}
-    search = OneShotSearch(
-        net, TinyDenoising(net), unet_cost, target, mode="ptq", calibrate_steps=2, **kw
-    )
+    settings = OneShotSettings(target, mode="ptq", calibrate_steps=2, **kw)
+    search = OneShotSearch(net, TinyDenoising(net), unet_cost, settings)
     arch0 = _values(search.policy.arch_parameters())
     search.run(progress=False)
 
@@ -74,4 +73,4 @@ def test_calibrate_then_search_assigns_the_calibrated_quantizers(unet_cost):
 def test_calibrate_steps_needs_ptq(unet_cost):
     net = make_net()
     with pytest.raises(ConfigError, match="calibrate_steps .* mode='ptq'"):
-        OneShotSearch(net, TinyDenoising(net), unet_cost, 1.0, calibrate_steps=2)
+        OneShotSearch(net, TinyDenoising(net), unet_cost, OneShotSettings(1.0, calibrate_steps=2))

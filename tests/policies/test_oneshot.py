@@ -10,7 +10,7 @@ from policy_helpers import TinyDenoising, make_net
 
 from nas import ConfigError
 from nas.policies import quantizer_parameters
-from nas.strategies.oneshot import OneShotResult, OneShotSearch, latency_penalty
+from nas.strategies.oneshot import OneShotResult, OneShotSearch, OneShotSettings, latency_penalty
 from nas.tasks import DigitsDenoising
 
 
@@ -26,7 +26,7 @@ def _search(unet_cost, frac=0.15, **kw):
     net = make_net()
     kw = {"steps": 1, "batch_size": 2, **kw}
     target = frac * float(unet_cost.predict([net.space.max()])[0])
-    return net, OneShotSearch(net, TinyDenoising(net), unet_cost, target, **kw)
+    return net, OneShotSearch(net, TinyDenoising(net), unet_cost, OneShotSettings(target, **kw))
 
 
 def test_one_joint_step_updates_weights_and_every_arch_parameter(unet_cost):
@@ -115,13 +115,14 @@ def test_bad_arguments_are_config_errors(unet_cost):
         ({"target_ms": 1.0, "arch_optimizer": "lbfgs"}, "arch_optimizer"),
     ):
         with pytest.raises(ConfigError, match=msg):
-            OneShotSearch(net, task, unet_cost, **kw)
+            OneShotSearch(net, task, unet_cost, OneShotSettings(**kw))
 
 
 def test_runs_with_the_digits_task(unet_cost):
     net = make_net()
     task = DigitsDenoising.for_model(net)
-    res = OneShotSearch(net, task, unet_cost, 1.0, steps=2, batch_size=4).run(progress=False)
+    settings = OneShotSettings(1.0, steps=2, batch_size=4)
+    res = OneShotSearch(net, task, unet_cost, settings).run(progress=False)
     assert all(math.isfinite(h["task_loss"]) for h in res.history)
     assert math.isfinite(task.validate(net.extract(res.sample))["val_loss"])
 
@@ -130,16 +131,10 @@ def test_expected_latency_prices_unsearched_labels_at_the_policy_base(unet_cost)
     # a quant-only search of one fixed (min) structure: E[T] must be that structure's latency
     net = make_net()
     base = net.space.min()
-    search = OneShotSearch(
-        net,
-        TinyDenoising(net),
-        unet_cost,
-        1.0,
-        steps=1,
-        batch_size=2,
-        search=("quant",),
-        policy_kwargs={"base": base},
+    settings = OneShotSettings(
+        1.0, steps=1, batch_size=2, search=("quant",), policy_kwargs={"base": base}
     )
+    search = OneShotSearch(net, TinyDenoising(net), unet_cost, settings)
     with search.policy:
         e = float(search.expected_cost().detach())
     lo = float(unet_cost.predict([base])[0])

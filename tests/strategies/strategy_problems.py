@@ -11,9 +11,13 @@ import pytest
 import nas
 import search_spaces  # noqa: F401  (registers the test spaces)
 from nas.space import SearchSpace
-from nas.strategies import STRATEGIES, Objective, Strategy, make_strategy
+from nas.strategies import STRATEGIES, Strategy, make_strategy
+from nas.strategies.predictor_guided import PredictorGuided
+from nas.testing.strategies import OBJECTIVES, toy_metrics  # noqa: F401  (re-exported)
+from nas.testing.strategies import toy_space as choices_space
+from predictors.testing import small_predictor_guided as _small
 
-# every registered ask/tell strategy; a new registration is tested automatically
+# every registered ask/tell strategy; test_strategies.py fails until each has a test class
 ASK_TELL = [n for n in STRATEGIES.names() if issubclass(STRATEGIES.get(n), Strategy)]
 BUILT_IN = ["random", "evolution", "nsga2", "tpe"]
 # small populations so that a dozen asks get past the random warm-up
@@ -22,21 +26,6 @@ SMALL = {
     "nsga2": {"population_size": 4},
     "tpe": {"n_startup_trials": 3},
 }
-OBJECTIVES = (Objective("a", "min"), Objective("b", "max"))
-
-
-def choices_space() -> SearchSpace:
-    """A user's own categorical space: mixed option types, a bool/int label, a fixed label."""
-    return SearchSpace.from_choices(
-        {
-            "op": ["conv3", "conv5", "skip"],
-            "width": [8, 16, 32, 64],
-            "ratio": [0.25, 0.5, 1.0],
-            "flag": [0, 1, True],  # 1 and True are distinct options
-            "fixed": ["only"],
-        },
-        name="toy_choices",
-    )
 
 
 SPACES = {
@@ -45,25 +34,28 @@ SPACES = {
 }
 
 
+def small_predictor_guided(
+    space: SearchSpace, objectives: Any = OBJECTIVES, seed: int = 0
+) -> PredictorGuided:
+    """`predictors.testing.small_predictor_guided` with the kit's objectives by default."""
+    return _small(space, objectives, seed)
+
+
+#: Registered strategies whose injected components only the tests can build.
+BUILDERS = {"predictor": small_predictor_guided}
+
+
 def build(name: str, space: SearchSpace, objectives: Any = OBJECTIVES, seed: int = 0) -> Strategy:
     """The registered strategy `name`, small; skipped if it needs components we cannot make."""
-    cls = STRATEGIES.get(name)
-    if hasattr(cls, "for_testing"):
-        return cls.for_testing(space, objectives, seed)
+    if name in BUILDERS:
+        return BUILDERS[name](space, objectives, seed)
     try:
         return make_strategy(name, space, objectives, seed, **SMALL.get(name, {}))
     except TypeError as e:
         pytest.skip(
             f"strategy {name!r} cannot be built from (space, objectives, seed) alone ({e}); "
-            "give it a classmethod for_testing(space, objectives, seed)"
+            "add a builder of its injected components to BUILDERS in strategy_problems.py"
         )
-
-
-def toy_metrics(space: SearchSpace, sample: Mapping[str, Any]) -> dict[str, float]:
-    """Two conflicting objectives of any space: a = Σ ordinal (min), b = first half's Σ (max)."""
-    x = space.encode([sample], "ordinal")[0].astype(np.float64)
-    half = max(1, len(x) // 2)
-    return {"a": float(x.sum()), "b": float(x[:half].sum() - 0.5 * x[half:].sum())}
 
 
 # -- a discretised ZDT1 (Zitzler, Deb & Thiele 2000): known front at x1..xK = 0 -------------

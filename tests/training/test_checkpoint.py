@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from training_support import CrashingTask, SimulatedCrash, make_supernet
+from training_support import CrashingTask, SimulatedCrash, make_supernet, make_trainer
 
 from nas.errors import ConfigError
-from nas.training import CheckpointError, SupernetTrainer
+from nas.training import CheckpointError
 
 KW = {"batch_size": 4, "n_random": 1, "lr": 3e-3, "seed": 7, "progress": False}
 
@@ -22,9 +22,7 @@ def run_dir(tmp_path_factory, digits_for) -> Path:
     """A finished 3-step run with checkpoints at steps 2 and 3."""
     d = tmp_path_factory.mktemp("run") / "checkpoints"
     net = make_supernet(11)
-    SupernetTrainer(
-        net, digits_for(net), steps=3, checkpoint_dir=d, checkpoint_every=2, **KW
-    ).train()
+    make_trainer(net, digits_for(net), steps=3, checkpoint_dir=d, checkpoint_every=2, **KW).train()
     return d
 
 
@@ -51,14 +49,14 @@ def _crash_and_resume(tmp_path: Path, digits_for) -> None:
 
     # straight: N steps (validating every step: validation must not shift training)
     straight = make_supernet(0)
-    ref = SupernetTrainer(straight, task, steps=n, val_every=1, **KW)
+    ref = make_trainer(straight, task, steps=n, val_every=1, **KW)
     ref_hist = ref.train()
 
     # k steps with a checkpoint every k, then the job dies while fetching batch k + 1
     ckpt = tmp_path / "checkpoints"
     first = make_supernet(0)
     crashing = CrashingTask(task, crash_after=k + 1)
-    t1 = SupernetTrainer(first, crashing, steps=n, checkpoint_dir=ckpt, checkpoint_every=k, **KW)
+    t1 = make_trainer(first, crashing, steps=n, checkpoint_dir=ckpt, checkpoint_every=k, **KW)
     with pytest.raises(SimulatedCrash):
         t1.train()
     assert t1.step == k + 1  # step k + 1 ran but its checkpoint (at 2k) was never written
@@ -68,7 +66,7 @@ def _crash_and_resume(tmp_path: Path, digits_for) -> None:
 
     # a new process: other initial weights, resumed from the latest checkpoint
     second = make_supernet(99)
-    t2 = SupernetTrainer(second, task, steps=n, checkpoint_dir=ckpt, checkpoint_every=k, **KW)
+    t2 = make_trainer(second, task, steps=n, checkpoint_dir=ckpt, checkpoint_every=k, **KW)
     assert t2.resume() == k
     saved = load_file(ckpt / f"step_{k}" / "optimizer.safetensors")["rng.torch_cpu"]
     assert torch.equal(torch.get_rng_state(), saved) and not torch.equal(saved, fresh)
@@ -131,12 +129,12 @@ def test_resume_from_a_missing_checkpoint_is_a_clear_error(tmp_path, digits_for)
     net = make_supernet(0)
     task = digits_for(net)
     with pytest.raises(CheckpointError, match="no checkpoint directory"):
-        SupernetTrainer(net, task, steps=1, checkpoint_dir=tmp_path / "nope", resume=True, **KW)
+        make_trainer(net, task, steps=1, checkpoint_dir=tmp_path / "nope", resume=True, **KW)
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="no 'latest.json'"):
-        SupernetTrainer(net, task, steps=1, **KW).resume(tmp_path / "empty")
+        make_trainer(net, task, steps=1, **KW).resume(tmp_path / "empty")
     with pytest.raises(ConfigError, match="checkpoint_dir"):
-        SupernetTrainer(net, task, steps=1, resume=True, **KW)
+        make_trainer(net, task, steps=1, resume=True, **KW)
 
 
 @pytest.mark.parametrize(
@@ -154,7 +152,7 @@ def test_corrupt_checkpoint_is_a_clear_error(run_dir, tmp_path, digits_for, dama
     d = _copy(run_dir, tmp_path)
     damage(d)
     net = make_supernet(0)
-    trainer = SupernetTrainer(net, digits_for(net), steps=3, **KW)
+    trainer = make_trainer(net, digits_for(net), steps=3, **KW)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     with pytest.raises(CheckpointError, match=match):
         trainer.resume(d)
@@ -167,12 +165,12 @@ def test_resume_with_another_config_or_space_is_a_config_error(run_dir, digits_f
     task = digits_for(net)
     other = {**KW, "lr": 1e-2, "n_random": 2}
     with pytest.raises(ConfigError, match=r"n_random: checkpoint 1 vs trainer 2.*lr"):
-        SupernetTrainer(net, task, steps=3, **other).resume(run_dir)
+        make_trainer(net, task, steps=3, **other).resume(run_dir)
     attn = make_supernet(0, "test_mobile_unet_attn")
     with pytest.raises(ConfigError, match="test_mobile_unet_attn"):
-        SupernetTrainer(attn, digits_for(attn), steps=3, **KW).resume(run_dir)
+        make_trainer(attn, digits_for(attn), steps=3, **KW).resume(run_dir)
     # length and cadence may change: resuming with more steps continues the run
-    longer = SupernetTrainer(net, task, steps=4, checkpoint_every=100, val_every=0, **KW)
+    longer = make_trainer(net, task, steps=4, checkpoint_every=100, val_every=0, **KW)
     assert longer.resume(run_dir) == 3
     assert [r["step"] for r in longer.train()] == [1, 2, 3, 4]
 
@@ -183,7 +181,7 @@ def test_resume_true_continues_and_clears_a_torn_write(run_dir, tmp_path, digits
     torn.mkdir()
     (torn / "model.safetensors").write_bytes(b"\0")
     net = make_supernet(0)
-    trainer = SupernetTrainer(
+    trainer = make_trainer(
         net, digits_for(net), steps=4, checkpoint_dir=d, checkpoint_every=2, resume=True, **KW
     )
     assert trainer.step == 3

@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from training_support import make_supernet
+from training_support import make_supernet, make_trainer
 
 from nas.errors import ConfigError
 from nas.tasks.base import Task
 from nas.tasks.distill import DistillationTask
-from nas.training import SupernetTrainer
 from nas.training.util import step_generator
 
 
@@ -19,7 +18,7 @@ from nas.training.util import step_generator
 def test_sandwich_lowers_validation_loss_of_max_and_min(digits_for):
     net = make_supernet(0)
     task = digits_for(net)
-    trainer = SupernetTrainer(
+    trainer = make_trainer(
         net, task, steps=16, batch_size=16, n_random=1, lr=2e-3, seed=0, progress=False
     )
     before = trainer.validate()
@@ -54,7 +53,7 @@ def test_every_sub_network_sees_the_same_noisy_input(digits_for):
         for name, sample in (("max", space.max()), ("min", space.min())):
             with net.activate(sample):
                 expected[name] = float(task.loss(net, batch, step_generator(3, 0)))
-    trainer = SupernetTrainer(net, task, steps=1, batch_size=8, n_random=1, seed=3, progress=False)
+    trainer = make_trainer(net, task, steps=1, batch_size=8, n_random=1, seed=3, progress=False)
     (rec,) = trainer.train()
     assert rec["loss_max"] == pytest.approx(expected["max"], rel=1e-6)
     assert rec["loss_min"] == pytest.approx(expected["min"], rel=1e-6)
@@ -76,7 +75,7 @@ def test_gradients_reach_weight_parameters_only(digits_for):
     net.alpha.grad = None
     w0 = net.conv_in.weight.detach().clone()
 
-    trainer = SupernetTrainer(net, task, steps=2, batch_size=4, n_random=1, progress=False)
+    trainer = make_trainer(net, task, steps=2, batch_size=4, n_random=1, progress=False)
     trainer.train()
     assert net.alpha.grad is None
     assert float(net.alpha.detach()) == 0.0
@@ -87,7 +86,7 @@ def test_gradients_reach_weight_parameters_only(digits_for):
 
 def test_validation_hook_and_history(digits_for, caplog):
     net = make_supernet(3)
-    trainer = SupernetTrainer(
+    trainer = make_trainer(
         net,
         digits_for(net),
         steps=2,
@@ -122,7 +121,7 @@ def test_validation_hook_and_history(digits_for, caplog):
 
 def test_device_argument_is_honoured(digits_for):
     net = make_supernet(4)
-    trainer = SupernetTrainer(
+    trainer = make_trainer(
         net, digits_for(net), steps=1, batch_size=2, n_random=0, device="cpu", progress=False
     )
     assert trainer.device == torch.device("cpu")
@@ -149,10 +148,10 @@ class _NoNoise(Task):
 def test_tasks_that_cannot_share_noise_or_distil_externally_are_refused(digits_for):
     net = make_supernet(5)
     with pytest.raises(ConfigError, match="noisy"):
-        SupernetTrainer(net, _NoNoise(), steps=1)
+        make_trainer(net, _NoNoise(), steps=1)
     teacher = DistillationTask(digits_for(net), net)
     with pytest.raises(ConfigError, match="base task"):
-        SupernetTrainer(net, teacher, steps=1)
+        make_trainer(net, teacher, steps=1)
 
 
 @pytest.mark.parametrize(
@@ -168,4 +167,4 @@ def test_tasks_that_cannot_share_noise_or_distil_externally_are_refused(digits_f
 def test_bad_config_is_a_config_error(digits_for, kwargs, word):
     net = make_supernet(6)
     with pytest.raises(ConfigError, match=word):
-        SupernetTrainer(net, digits_for(net), **kwargs)
+        make_trainer(net, digits_for(net), **kwargs)

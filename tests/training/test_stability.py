@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from training_support import SPACE, CrashingTask, SimulatedCrash, make_supernet
+from training_support import SPACE, CrashingTask, SimulatedCrash, make_supernet, make_trainer
 
 from nas.app.build import build_supernet
 from nas.app.spaces import space_entry
@@ -48,7 +48,7 @@ def poison(net: Supernet, bad: Callable[[int, int], bool]) -> None:
 
 
 def trainer(net: Supernet, task, **kw) -> SupernetTrainer:
-    t = SupernetTrainer(net, task, **{**KW, **kw})
+    t = make_trainer(net, task, **{**KW, **kw})
     net._trainer = t  # type: ignore[attr-defined]
     return t
 
@@ -152,9 +152,9 @@ def test_linear_warm_up(digits_for):
     assert [r["lr"] for r in hist] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3])
     assert t.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
     assert t.lr_at(0) == pytest.approx(2.5e-4) and t.lr_at(100) == pytest.approx(1e-3)
-    assert SupernetTrainer(net, digits_for(net), steps=1).lr_at(0) == 1e-3  # default: none
+    assert make_trainer(net, digits_for(net), steps=1).lr_at(0) == 1e-3  # default: none
     with pytest.raises(ConfigError, match="warmup_steps"):
-        SupernetTrainer(net, digits_for(net), steps=1, warmup_steps=-1)
+        make_trainer(net, digits_for(net), steps=1, warmup_steps=-1)
 
 
 # -- resume ----------------------------------------------------------------------------------

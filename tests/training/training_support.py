@@ -1,8 +1,11 @@
-"""Helpers of the training tests: fresh supernets and a task whose data stream dies."""
+"""Helpers of the training tests: fresh supernets, trainers from flat keyword arguments,
+and a task whose data stream dies."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import fields
+from typing import Any
 
 import torch
 
@@ -11,6 +14,7 @@ import search_spaces  # noqa: F401  (registers the spaces)
 from nas.supernet import Supernet
 from nas.tasks.base import Batch, Task
 from nas.tasks.digits import DigitsDenoising
+from nas.training import SupernetTrainer, TrainerConfig
 
 SPACE = "test_mobile_unet"
 
@@ -20,6 +24,17 @@ def make_supernet(seed: int, space: str = SPACE) -> Supernet:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return nas.get_space(space).supernet("cpu")
+
+
+_CONFIG_FIELDS = frozenset(f.name for f in fields(TrainerConfig))
+
+
+def make_trainer(net: Supernet, task: Task, **kw: Any) -> SupernetTrainer:
+    """A trainer from one flat dict: TrainerConfig's fields build its config, the rest
+    (device, checkpoint_dir, progress, resume, keep_checkpoints) go to the trainer."""
+    config = TrainerConfig(**{k: v for k, v in kw.items() if k in _CONFIG_FIELDS})
+    options = {k: v for k, v in kw.items() if k not in _CONFIG_FIELDS}
+    return SupernetTrainer(net, task, config, **options)
 
 
 class SimulatedCrash(RuntimeError):

@@ -1,0 +1,57 @@
+"""The run's report is rendered from a typed `RunSummary`, and ``summary.json`` keeps its keys."""
+
+import dataclasses
+import json
+
+from nas.app.report import ExportedArch, RunSummary, render_report
+
+
+def _summary() -> RunSummary:
+    exports = tuple(
+        ExportedArch(
+            trial=f"t{i}",
+            arch=f"arch{i}",
+            val_loss=0.1 + i,
+            predicted_latency_ms=5.0 + i,
+            measured_latency_ms=None if i else 4.5,
+            params=1e6,
+            bytes=2e6,
+            export=f"/runs/x/export/t{i} dir",
+        )
+        for i in range(2)
+    )
+    return RunSummary(
+        experiment="x",
+        space="mobile_unet",
+        search="`tpe` (sample)",
+        evaluator="finetune",
+        latency_table="`onnxruntime` on `cpu-x86_64`",
+        budgets={"latency_ms": 8.0},
+        objectives={"val_loss": "min", "latency_ms": "min"},
+        trials=5,
+        front=({"id": "t0", "val_loss": 0.1, "latency_ms": 5.0}, {"id": "t1", "val_loss": 1.1}),
+        exports=exports,
+        trials_file="/runs/x/trials.parquet",
+    )
+
+
+def test_summary_json_has_the_documented_keys():
+    doc = json.loads(json.dumps(_summary().to_json()))
+    assert set(doc) == {"experiment", "trials", "front", "chosen", "exports"}
+    assert doc["front"] == 2 and doc["trials"] == 5
+    assert doc["chosen"] == doc["exports"][0]
+    assert doc["chosen"]["train_command"] == "nas train '/runs/x/export/t0 dir' --steps 1000"
+    fields = {f.name for f in dataclasses.fields(ExportedArch)} | {"train_command"}
+    assert set(doc["chosen"]) == fields
+    assert {"trial", "arch", "val_loss", "predicted_latency_ms", "measured_latency_ms"} <= fields
+
+
+def test_report_shows_the_chosen_arch_the_exports_and_the_front():
+    text = render_report(_summary())
+    assert text.startswith("# x: search report")
+    assert "predicted 5.000 ms, measured end to end 4.500 ms" in text
+    assert "| `t1` | 1.1 | 6.000 | — | 1,000,000 |" in text  # not measured: a dash
+    assert "| trial | val_loss | latency_ms |" in text
+    assert "| `t1` | 1.1 | — |" in text  # a front row without latency
+    assert "![pareto](pareto.png)" in text
+    assert "Trials: `/runs/x/trials.parquet`" in text
