@@ -83,11 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except UserError as e:
             sys.stderr.write(f"nas: error: {e}\n")
             return 2
-        except InternalError as e:
-            traceback.print_exc()
-            sys.stderr.write(f"nas: error: {e}\n")
-            return 1
         except MqnasError as e:
+            if isinstance(e, InternalError):  # a bug: the traceback is what to report
+                traceback.print_exc()
             sys.stderr.write(f"nas: error: {e}\n")
             return 1
         # Flushed here, not at exit, so a closed pipe raises inside this try.

@@ -22,7 +22,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +39,11 @@ from nas.app.build import (
 from nas.app.report import ExportedArch, RunSummary, finish_run
 from nas.app.spaces import space_entry
 from nas.config import ExperimentConfig, parse_config
-from nas.io import share
+from nas.io import share, write_json
 from nas.runs import RunDir
+from nas.strategies import ONESHOT
 from nas.supernet import Supernet
+from nas.trials import TrialStore
 
 log = logging.getLogger(__name__)
 
@@ -244,12 +246,6 @@ def _run_oneshot(
 ) -> None:
     """The one-shot search's one architecture, fine-tuned with the budget of a sample-based
     trial and stored as the run's trial: report, export and notebook read it like any other."""
-    from dataclasses import replace
-
-    from nas.io import write_json
-    from nas.strategies import ONESHOT
-    from nas.trials import TrialStore
-
     store = TrialStore(run.path)
     if any(t.state == "completed" for t in store.trials()):
         log.info("one-shot search already finished in %s", run.path)
@@ -271,6 +267,4 @@ def _run_oneshot(
 
 
 def _trial_ids(run: RunDir) -> list[str]:
-    from nas.trials import TrialStore
-
     return TrialStore(run.path).ids()

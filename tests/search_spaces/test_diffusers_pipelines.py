@@ -58,6 +58,12 @@ def dit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _export(DIT_SPACE, tmp_path_factory.mktemp("dit"), quantized=False)
 
 
+def _reloaded(model: Any, path: Path) -> Any:
+    """`model` saved to `path` and loaded back from there, offline, as a pipeline would."""
+    model.save_pretrained(path)
+    return type(model).from_pretrained(path, local_files_only=True).eval()
+
+
 def _vae(root: Path, latent_channels: int) -> Any:
     """A two-level AutoencoderKL: latents are half the image size, as the models' 8×8."""
     from diffusers import AutoencoderKL
@@ -74,8 +80,7 @@ def _vae(root: Path, latent_channels: int) -> Any:
         norm_num_groups=4,
         sample_size=16,
     )
-    vae.save_pretrained(root / "vae")
-    return AutoencoderKL.from_pretrained(root / "vae", local_files_only=True).eval()
+    return _reloaded(vae, root / "vae")
 
 
 def _clip(root: Path, hidden: int) -> tuple[Any, Any]:
@@ -107,9 +112,7 @@ def _clip(root: Path, hidden: int) -> tuple[Any, Any]:
             pad_token_id=1,
         )
     )
-    encoder.save_pretrained(root / "text_encoder")
-    encoder = CLIPTextModel.from_pretrained(root / "text_encoder", local_files_only=True)
-    return tokenizer, encoder.eval()
+    return tokenizer, _reloaded(encoder, root / "text_encoder")
 
 
 def _t5(root: Path, d_model: int) -> tuple[Any, Any]:
@@ -146,9 +149,7 @@ def _t5(root: Path, d_model: int) -> tuple[Any, Any]:
             decoder_start_token_id=0,
         )
     )
-    encoder.save_pretrained(root / "text_encoder")
-    encoder = T5EncoderModel.from_pretrained(root / "text_encoder", local_files_only=True)
-    return tokenizer, encoder.eval()
+    return tokenizer, _reloaded(encoder, root / "text_encoder")
 
 
 def _sd_pipeline(model: MobileUNet, root: Path) -> Any:
