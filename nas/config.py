@@ -252,6 +252,27 @@ class RayConfig(_Section):
     asha: bool = Field(False, description="ASHA early stopping (finetune evaluator)")
 
 
+class QualityConfig(_Section):
+    """Generated samples and the generation-quality metrics (`nas.quality`)."""
+
+    samples: int = Field(
+        100, ge=2, description="images generated per architecture for the quality metrics"
+    )
+    steps: int = Field(20, ge=1, description="sampler steps per image")
+    scheduler: Literal["ddim", "ddpm", "dpmsolver", "euler"] = Field(
+        "ddim", description="diffusers scheduler of the sampler (DDIM: deterministic)"
+    )
+    metrics: list[str] = Field(
+        default_factory=list,
+        description="quality metrics recorded on every trial besides the objectives "
+        "(cond_accuracy, fid, clip_score)",
+    )
+    clip_model: str | None = Field(
+        None, description="image_folder: local CLIP directory (fid, clip_score)"
+    )
+    grid: bool = Field(True, description="write samples.png at the end of a run")
+
+
 class ExportConfig(_Section):
     top_k: int = Field(1, ge=1, description="architectures of the front to export")
     measure: bool = Field(True, description="measure the chosen arch end to end")
@@ -277,6 +298,7 @@ class ExperimentConfig(_Section):
     supernet: SupernetConfig = Field(default_factory=SupernetConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
 
     @model_validator(mode="after")
@@ -298,6 +320,7 @@ class ExperimentConfig(_Section):
 PATH_KEYS = (
     ("runs_dir",),
     ("latency", "root"),
+    ("quality", "clip_model"),
     ("supernet", "teacher"),
     ("task", "path"),
     ("task", "captions"),

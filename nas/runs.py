@@ -19,6 +19,7 @@ from nas.layout import (
     ONESHOT_TRACE,
     PARETO_PLOT,
     REPORT,
+    SAMPLES,
     SUMMARY,
     SUPERNET_WEIGHTS,
 )
@@ -55,6 +56,10 @@ class RunDir:
     @property
     def pareto_png(self) -> Path:
         return self.path / PARETO_PLOT
+
+    @property
+    def samples_png(self) -> Path:
+        return self.path / SAMPLES
 
     @property
     def oneshot_trace(self) -> Path:

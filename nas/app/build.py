@@ -41,6 +41,8 @@ def preflight(cfg: ExperimentConfig) -> SpaceEntry:
     from latency_tables.backends import BACKENDS
     from latency_tables.cost import COSTS
     from nas.evaluators import FinetuneEvaluator, SupernetEvaluator
+    from nas.quality.base import QUALITY_METRICS
+    from nas.quality.scorer import check_metrics
     from nas.strategies import STRATEGIES
     from nas.strategies.base import check_options
 
@@ -62,18 +64,25 @@ def preflight(cfg: ExperimentConfig) -> SpaceEntry:
             )
         check_options(s.strategy, s.strategy_options, key="search.strategy")
     evaluator = SupernetEvaluator if s.evaluator == "supernet" else FinetuneEvaluator
-    known = (*evaluator.metric_names, *COSTS)
+    quality = [k for k, m in QUALITY_METRICS.items() if cfg.task.kind in m.tasks]
+    known = (*evaluator.metric_names, *quality, *COSTS)
     unknown = [k for k in s.objectives if k not in known]
     if unknown:
         raise ConfigError(
             f"search.objectives: {unknown} is not measured by the {s.evaluator} evaluator or "
             f"the cost model; objectives may be {', '.join(known)}"
         )
+    clip = cfg.quality.clip_model
+    check_metrics(
+        [k for k in s.objectives if k in quality], cfg.task.kind, clip, "search.objectives"
+    )
+    check_metrics(cfg.quality.metrics, cfg.task.kind, clip, "quality.metrics")
     for key, path, kind in (
         ("supernet.teacher", cfg.supernet.teacher, "dir"),
         ("task.path", cfg.task.path, "dir"),
         ("task.captions", cfg.task.captions, "file"),
         ("task.vae", cfg.task.vae, "dir"),
+        ("quality.clip_model", cfg.quality.clip_model, "dir"),
     ):
         if path and not (Path(path).is_dir() if kind == "dir" else Path(path).is_file()):
             raise ConfigError(
@@ -205,8 +214,15 @@ def build_task(cfg: ExperimentConfig, supernet: Supernet):
     return build_task_for_io(cfg, DenoiserIO.of(supernet), cfg.device, supernet)
 
 
-def build_task_for_io(cfg: ExperimentConfig, io, device: str, supernet: Supernet | None = None):
-    """The experiment's task for a denoiser with inputs `io` (an exported model, too)."""
+def build_task_for_io(
+    cfg: ExperimentConfig,
+    io,
+    device: str,
+    supernet: Supernet | None = None,
+    distill: bool = True,
+):
+    """The experiment's task for a denoiser with inputs `io` (an exported model, too);
+    without `distill`, the data task alone (what sampling and its metrics need)."""
     t = cfg.task
     # what both kinds take from `task:` (the image folder adds where its data lives)
     common = {
@@ -223,7 +239,7 @@ def build_task_for_io(cfg: ExperimentConfig, io, device: str, supernet: Supernet
         from nas.tasks.image_folder import ImageFolderDenoising
 
         task = ImageFolderDenoising(io, t.path, captions=t.captions, vae=t.vae, **common)
-    if t.distill is not None:
+    if t.distill is not None and distill:
         from nas.tasks.distill import DistillationTask
 
         if t.distill.teacher == "supernet_max":
@@ -239,6 +255,31 @@ def build_task_for_io(cfg: ExperimentConfig, io, device: str, supernet: Supernet
             task, teacher, out_weight=t.distill.out_weight, feat_weight=t.distill.feat_weight
         )
     return task
+
+
+def load_export_job(path: str | Path, device: str | None = None, distill: bool = True):
+    """An export directory read back with its experiment and task: ``(exported, cfg, task)``.
+
+    `device` defaults to the experiment's; the model is moved there. `distill`: as in
+    `build_task_for_io`.
+    """
+    import search_spaces  # noqa: F401  (the export allowlist resolves their classes)
+    from nas.config import parse_config
+    from nas.export import load_exported
+    from nas.tasks.base import DenoiserIO
+
+    ex = load_exported(path)
+    meta = ex.metrics
+    if "experiment" not in meta or "io" not in meta:
+        raise ConfigError(
+            f"{path}/arch.json records no experiment; export it with `nas export RUN "
+            "--trial ID` (or from a `nas search` run) so its task is known"
+        )
+    cfg = parse_config(meta["experiment"], f"{path}/arch.json")
+    device = device or cfg.device
+    ex.model.to(device)
+    io = DenoiserIO(**meta["io"])
+    return ex, cfg, build_task_for_io(cfg, io, device, distill=distill)
 
 
 def load_teacher_model(path: str, device: str):
@@ -273,6 +314,39 @@ def load_trained(cfg: ExperimentConfig, run: RunDir, supernet: Supernet | None =
     return net
 
 
+def quality_settings(cfg: ExperimentConfig):
+    """The ``quality:`` section as `QualitySettings` (sampling seeded by the experiment)."""
+    from nas.quality.scorer import QualitySettings
+
+    q = cfg.quality
+    return QualitySettings(
+        samples=q.samples,
+        steps=q.steps,
+        scheduler=q.scheduler,
+        seed=cfg.seed,
+        batch_size=q.samples,  # one chunk: a longer grid run starts with the same images
+        clip_model=q.clip_model,
+    )
+
+
+def trial_quality_metrics(cfg: ExperimentConfig) -> list[str]:
+    """The quality metrics every trial records: those of the objectives, then the rest."""
+    from nas.quality.base import QUALITY_METRICS
+
+    names = [k for k in cfg.search.objectives if k in QUALITY_METRICS]
+    return names + [k for k in cfg.quality.metrics if k not in names]
+
+
+def quality_scorer(cfg: ExperimentConfig, task, metrics: list[str] | None = None):
+    """The scorer of `metrics` (default: the trials') on `task`; None when there are none."""
+    from nas.quality.scorer import QualityScorer
+
+    metrics = trial_quality_metrics(cfg) if metrics is None else metrics
+    if not metrics:
+        return None
+    return QualityScorer(task, metrics, quality_settings(cfg), device=cfg.device)
+
+
 def finetune_evaluator(cfg: ExperimentConfig, supernet: Supernet, task, cost):
     """The strong evaluator of the experiment (`search.finetune`); ASHA gets reports."""
     from nas.evaluators import FinetuneEvaluator
@@ -282,6 +356,7 @@ def finetune_evaluator(cfg: ExperimentConfig, supernet: Supernet, task, cost):
         supernet,
         task,
         cost.costs,
+        quality_scorer(cfg, task),
         steps=ft.steps,
         batch_size=ft.batch_size,
         lr=ft.lr,

@@ -3,6 +3,7 @@
 nas spaces                 list the registered search spaces
 nas space NAME [--json]    labels, options, size and the min / max architectures
 nas search EXPERIMENT      the main job (see nas/app/cli_search.py); nas export, nas train
+nas sample EXPORT_DIR      a labelled PNG grid of generated images (nas/app/samples.py)
 nas latency ...            latency tables (see nas/app/cli_latency.py)
 """
 
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 
 from nas.app.cli_latency import add_latency_parser
 from nas.app.cli_search import add_search_parsers
+from nas.app.samples import add_sample_parser
 from nas.app.spaces import registry
 from nas.errors import InternalError, MqnasError, UserError
 from nas.logs import setup_cli_logging
@@ -65,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_space)
     add_latency_parser(sub)
     add_search_parsers(sub)
+    add_sample_parser(sub)
     return ap
 
 

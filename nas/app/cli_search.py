@@ -155,25 +155,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import search_spaces  # noqa: F401  (export allowlist resolves their classes)
-    from nas.app.build import build_task_for_io
-    from nas.config import parse_config
-    from nas.export import load_exported
+    from nas.app.build import load_export_job
     from nas.io import write_json
-    from nas.tasks.base import DenoiserIO
     from nas.training.finetune import evaluate_finetuned
 
-    ex = load_exported(args.export)
-    meta = ex.metrics
-    if "experiment" not in meta or "io" not in meta:
-        raise ConfigError(
-            f"{args.export}/arch.json records no experiment; export it with `nas export RUN "
-            "--trial ID` (or from a `nas search` run) so `nas train` knows its task"
-        )
-    cfg = parse_config(meta["experiment"], f"{args.export}/arch.json")
+    ex, cfg, task = load_export_job(args.export, args.device)
     device = args.device or cfg.device
-    model = ex.model.to(device)
-    task = build_task_for_io(cfg, DenoiserIO(**meta["io"]), device)
+    model = ex.model
     res = evaluate_finetuned(
         model,
         task,

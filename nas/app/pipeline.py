@@ -35,6 +35,7 @@ from nas.app.build import (
     finetune_evaluator,
     load_cost_model,
     load_trained,
+    quality_scorer,
 )
 from nas.app.report import ExportedArch, RunSummary, finish_run
 from nas.app.spaces import space_entry
@@ -109,7 +110,7 @@ class EvaluatorFactory:
         task = build_task(cfg, net)
         cost = self.ctx.cost_model()
         if cfg.search.evaluator == "supernet":
-            return SupernetEvaluator(net, task, cost.costs)
+            return SupernetEvaluator(net, task, cost.costs, quality_scorer(cfg, task))
         return finetune_evaluator(cfg, net, task, cost)
 
 
@@ -214,7 +215,7 @@ def _train_and_search(
     train_supernet(cfg, run, supernet, task, progress)
     if cfg.search.kind == "oneshot":
         _run_oneshot(cfg, run, supernet, task, cost, progress)
-        return finish_run(cfg, run, supernet, cost, entry)
+        return finish_run(cfg, run, supernet, cost, entry, task)
     from nas.ray_tune import RaySettings, RepeatedFailureError, StrategySearcher, run_tune
 
     ctx = RunContext(json.dumps(cfg.model_dump(mode="json")), str(run.path), progress)
@@ -236,9 +237,9 @@ def _train_and_search(
             progress=progress,
         )
     except RepeatedFailureError:
-        finish_run(cfg, run, supernet, cost, entry)  # the report shows what failed
+        finish_run(cfg, run, supernet, cost, entry, task)  # the report shows what failed
         raise
-    return finish_run(cfg, run, supernet, cost, entry)
+    return finish_run(cfg, run, supernet, cost, entry, task)
 
 
 def _run_oneshot(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,7 @@ import numpy as np
 from nas.config import ExperimentConfig
 from nas.export import export
 from nas.io import write_json
-from nas.layout import PARETO_PLOT, TRIALS_PARQUET
+from nas.layout import PARETO_PLOT, SAMPLES, TRIALS_PARQUET
 from nas.runs import RunDir
 from nas.supernet import SpaceEntry, Supernet
 
@@ -104,6 +104,8 @@ class RunSummary:
     front: tuple[dict[str, Any], ...]  # id and the objective/cost columns, best first
     exports: tuple[ExportedArch, ...]
     trials_file: str
+    samples: str | None = None  # samples.png in the run directory (None: not drawn)
+    sample_quality: dict[str, dict[str, float]] | None = None  # panel title → metrics
 
     @property
     def chosen(self) -> ExportedArch:
@@ -118,6 +120,8 @@ class RunSummary:
             "front": len(self.front),
             "chosen": exports[0],
             "exports": exports,
+            "samples": self.samples,
+            "sample_quality": self.sample_quality,
         }
 
 
@@ -126,17 +130,38 @@ FRONT_COLUMNS = ("val_loss", "latency_ms", "params", "bytes")
 
 
 def finish_run(
-    cfg: ExperimentConfig, run: RunDir, supernet: Supernet, cost, entry: SpaceEntry
+    cfg: ExperimentConfig, run: RunDir, supernet: Supernet, cost, entry: SpaceEntry, task
 ) -> RunSummary | None:
-    """Front, plot, exports, ``summary.json`` and ``report.md`` of a finished search."""
+    """Front, plots, exports, ``summary.json`` and ``report.md`` of a finished search."""
     df = completed_frame(run)
     if len(df) == 0:
         run.report.write_text(f"# {cfg.name}\n\nNo trial completed; see the log.\n")
         return None
     summary = summarize(cfg, run, supernet, cost, entry, df)
+    if cfg.quality.grid:
+        summary = draw_samples(cfg, run, supernet, task, summary, df)
     write_json(run.summary, summary.to_json())
     run.report.write_text(render_report(summary))
     return summary
+
+
+def draw_samples(
+    cfg: ExperimentConfig, run: RunDir, supernet: Supernet, task, summary: RunSummary, df
+) -> RunSummary:
+    """``samples.png`` of the chosen architecture (and the supernet's max) in `summary`.
+
+    A failure here is logged, not raised: the search's results are written already.
+    """
+    from nas.app.samples import run_samples
+
+    chosen = summary.chosen
+    sample = json.loads(df.loc[df["id"] == chosen.trial, "sample"].iloc[0])
+    try:
+        quality = run_samples(cfg, run.samples_png, supernet, task, sample, chosen.trial)
+    except Exception as e:  # noqa: BLE001  (a picture must not lose a finished search)
+        log.warning("samples.png not drawn: %s: %s", type(e).__name__, e)
+        return summary
+    return replace(summary, samples=SAMPLES, sample_quality=quality)
 
 
 def summarize(
@@ -242,6 +267,11 @@ def render_report(summary: RunSummary) -> str:
             f" | {fmt(e.measured_latency_ms, '.3f')} | {fmt(e.params, ',.0f')} | "
             f"`{e.export}` |"
         )
+    if summary.samples:
+        lines += ["", "## Samples", "", f"![samples]({summary.samples})", ""]
+        for title, metrics in (summary.sample_quality or {}).items():
+            shown = ", ".join(f"{k} {fmt(v)}" for k, v in metrics.items()) or "no metrics"
+            lines.append(f"- {title}: {shown}")
     lines += [
         "",
         "## Pareto front",

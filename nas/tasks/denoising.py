@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from nas.errors import ConfigError
+from nas.quality.base import Conditions
 from nas.tasks.base import Batch, DenoiserIO, Task, denoise
 from nas.tasks.diffusion import DiffusionObjective
 from nas.tasks.util import eps_part, eval_mode, model_device
@@ -121,6 +122,7 @@ class DenoisingTask(Task):
         g = torch.Generator().manual_seed(self.seed + SPLIT_SEED)
         perm = torch.randperm(n, generator=g)
         self.val_index = perm[:n_val].sort().values  # (Nv,) rows of the full dataset
+        self.heldout_index = self.val_index  # the whole held-out split (generation metrics)
         self.train_index = perm[n_val:].sort().values  # (Nt,)
         if val_images is not None:
             # score fewer held-out images (a cheaper metric); they stay out of training
@@ -234,6 +236,22 @@ class DenoisingTask(Task):
                 eps = val["eps"][sl]
                 total += (eps_part(pred, eps.shape[1]).double() - eps.double()).square().sum()
         return {"val_loss": float(total / val["eps"].numel())}
+
+    # -- generation ----------------------------------------------------------------------
+    def conditions(self, n: int) -> Conditions:
+        """What `n` generated images are asked to show: the held-out rows' contexts (and
+        labels), cycled in row order, so every architecture is asked the same things."""
+        rows = self.heldout_index[torch.arange(int(n)) % self.heldout_index.numel()]
+        b = self._batch(self._data, rows.to(self.device))
+        return Conditions(n=int(n), context=b.get("context"), label=b.get("label"))
+
+    def to_pixels(self, x: Tensor) -> Tensor:
+        """Model space → images in [-1, 1] (N, C, H, W); pixel-space tasks are the identity."""
+        return x
+
+    def reference_images(self) -> Tensor:
+        """The held-out split in pixel space (N, C, H, W) in [-1, 1]: FID's real images."""
+        return self.to_pixels(self._data["x0"][self.heldout_index.to(self.device)])
 
     # -- construction --------------------------------------------------------------------
     @classmethod

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from nas.quality.base import Conditions
 from nas.tasks.base import DenoiserIO
 from nas.tasks.denoising import DenoisingTask, context_table
 
@@ -97,3 +98,9 @@ class DigitsDenoising(DenoisingTask):
             io.size,
             io.size,
         )
+
+    def conditions(self, n: int) -> Conditions:
+        """`n` images asked for the classes 0, 1, …, 9, 0, 1, … (a balanced set)."""
+        label = torch.arange(int(n), device=self.device) % NUM_CLASSES  # (n,)
+        ctx = None if self.class_contexts is None else self.class_contexts[label]  # (n, L, D)
+        return Conditions(n=int(n), context=ctx, label=label)

@@ -47,6 +47,16 @@ CASES = [
     ("objective-direction", _with(search__objectives={"val_loss": "maximize"}), "objectives"),
     ("no-objectives", _with(search__objectives={}), "search.objectives"),
     ("unknown-strategy", _with(search__strategy="bogus"), "search.strategy"),
+    # quality metrics: only those the task measures, with what they need
+    ("clip-score-on-digits", _with(search__objectives={"clip_score": "max"}), "clip_score"),
+    ("unknown-quality-metric", _with(quality__metrics=["geneval"]), "quality.metrics"),
+    (
+        "fid-without-clip",
+        _with(task__kind="image_folder", task__path=".", quality__metrics=["fid"]),
+        "quality.clip_model",
+    ),
+    ("clip-model-missing", _with(quality__clip_model="no/such/clip"), "quality.clip_model"),
+    ("unknown-scheduler", _with(quality__scheduler="heun"), "quality.scheduler"),
     (
         "unknown-strategy-option",
         _with(search__strategy="evolution", search__strategy_options={"pool_sizee": 3}),

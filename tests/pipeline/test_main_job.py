@@ -22,12 +22,22 @@ def test_smoke_run_writes_the_run_directory(smoke_run):
         "trials.jsonl",
         "trials.parquet",
         "pareto.png",
+        "samples.png",
         "report.md",
         "summary.json",
         "supernet.safetensors",
     ):
         assert (smoke_run / name).is_file(), name
     summary = json.loads((smoke_run / "summary.json").read_text())
+    # samples of the chosen arch beside the supernet's max, judged by the digits classifier
+    assert summary["samples"] == "samples.png"
+    quality = summary["sample_quality"]
+    assert len(quality) == 2 and "supernet max subnet" in quality
+    for metrics in quality.values():
+        assert set(metrics) == {"cond_accuracy", "fid"}
+        assert 0 <= metrics["cond_accuracy"] <= 1 and metrics["fid"] > 0
+    report = (smoke_run / "report.md").read_text()
+    assert "## Samples" in report and "![samples](samples.png)" in report
     chosen = summary["chosen"]
     export = Path(chosen["export"])
     for name in (
@@ -75,6 +85,14 @@ def test_export_any_trial_and_train_it(smoke_run, tmp_path):
     assert hist["val_loss_after"] < hist["val_loss_before"]
     again = MobileUNet.from_pretrained(tmp_path / "e" / "trained")
     assert sum(p.numel() for p in again.parameters()) == sum(p.numel() for p in model.parameters())
+    # the trained model generates: a labelled grid and its quality metrics, from a relative path
+    r = nas_cmd("sample", "e/trained", "--n", "20", "--steps", "3", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "e" / "trained" / "samples.png").is_file()
+    assert "cond_accuracy" in r.stdout and "fid" in r.stdout
+    assert r.stdout.strip().splitlines()[-1] == "e/trained/samples.png"
+    r = nas_cmd("sample", "e", "--n", "0", cwd=tmp_path)
+    assert r.returncode == 2 and "--n 0" in r.stderr
 
 
 def test_export_unknown_trial_is_one_line(smoke_run, tmp_path):

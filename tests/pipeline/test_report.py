@@ -37,7 +37,16 @@ def _summary() -> RunSummary:
 
 def test_summary_json_has_the_documented_keys():
     doc = json.loads(json.dumps(_summary().to_json()))
-    assert set(doc) == {"experiment", "trials", "front", "chosen", "exports"}
+    assert set(doc) == {
+        "experiment",
+        "trials",
+        "front",
+        "chosen",
+        "exports",
+        "samples",
+        "sample_quality",
+    }
+    assert doc["samples"] is None  # no grid drawn
     assert doc["front"] == 2 and doc["trials"] == 5
     assert doc["chosen"] == doc["exports"][0]
     assert doc["chosen"]["train_command"] == "nas train '/runs/x/export/t0 dir' --steps 1000"
@@ -55,3 +64,16 @@ def test_report_shows_the_chosen_arch_the_exports_and_the_front():
     assert "| `t1` | 1.1 | — |" in text  # a front row without latency
     assert "![pareto](pareto.png)" in text
     assert "Trials: `/runs/x/trials.parquet`" in text
+
+
+def test_report_shows_the_samples_and_their_quality():
+    s = dataclasses.replace(
+        _summary(),
+        samples="samples.png",
+        sample_quality={"chosen t0": {"cond_accuracy": 0.5, "fid": 12.0}, "max": {}},
+    )
+    text = render_report(s)
+    assert "## Samples" in text and "![samples](samples.png)" in text
+    assert "- chosen t0: cond_accuracy 0.5, fid 12" in text
+    assert "- max: no metrics" in text
+    assert "## Samples" not in render_report(_summary())
