@@ -18,23 +18,31 @@ Latent space (``vae=``)
     that the latents have the model's size, encoded once (batched, no grad) and kept:
     ``z = (latent_dist.mean − shift_factor) · scaling_factor`` (``shift_factor`` 0 when
     the config has none, as for SD-1.x). The VAE's ``latent_channels`` must equal the
-    model's channels.
+    model's channels. The VAE is kept (on the task's device) so `to_pixels` decodes
+    generated latents, ``x = decode(z / scaling_factor + shift_factor)`` clamped to
+    [-1, 1], and the held-out images are kept as read, so `reference_images` gives
+    FID the real pixels rather than their VAE reconstructions.
 
 Caption embeddings (``captions=``)
     A safetensors file with one float tensor ``embeddings`` of shape (N, L, D), L and D
     the model's context length and width (e.g. a frozen text encoder's outputs computed
     once). Its rows follow the sorted image paths; or the file's metadata holds
     ``names``, a JSON list of the N relative image paths in row order (rows for images
-    that are gone are ignored with a warning). `save_caption_embeddings` writes such a
-    file. Without a caption file a model with cross-attention gets one fixed, seeded,
-    unit-variance sequence for every image (the stand-in for an empty prompt).
+    that are gone are ignored with a warning). The metadata may also hold ``prompts``,
+    a JSON list of the N caption texts in row order (reordered by ``names`` like the
+    rows): `conditions` then carries the prompt of each image (for the CLIP score).
+    `save_caption_embeddings` writes such a file. Without a caption file a model with
+    cross-attention gets one fixed, seeded, unit-variance sequence for every image (the
+    stand-in for an empty prompt).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +51,17 @@ import torch
 from torch import Tensor, nn
 
 from nas.errors import ConfigError
+from nas.quality.base import Conditions
 from nas.tasks.base import DenoiserIO
 from nas.tasks.denoising import DenoisingTask, context_table
+from nas.tasks.util import eval_mode, model_device
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 CAPTION_KEY = "embeddings"
 NAMES_KEY = "names"
+PROMPTS_KEY = "prompts"
 
 
 def list_images(root: str | Path) -> list[str]:
@@ -95,23 +106,78 @@ def load_images(root: Path, names: Sequence[str], channels: int, size: int) -> T
 
 
 def save_caption_embeddings(
-    path: str | Path, embeddings: Tensor, names: Sequence[str] | None = None
+    path: str | Path,
+    embeddings: Tensor,
+    names: Sequence[str] | None = None,
+    prompts: Sequence[str] | None = None,
 ) -> Path:
-    """Write a caption file `ImageFolderDenoising` reads: ``embeddings`` (N, L, D) [+ names]."""
+    """Write a caption file `ImageFolderDenoising` reads: ``embeddings`` (N, L, D), and
+    optionally the image path (``names``) and caption text (``prompts``) of each row."""
     from safetensors.torch import save_file
 
     if embeddings.dim() != 3:
         raise ConfigError(f"embeddings must be (N, L, D); got {tuple(embeddings.shape)}")
     if names is not None and len(names) != embeddings.shape[0]:
         raise ConfigError(f"{len(names)} names for {embeddings.shape[0]} embedding rows")
-    meta = None if names is None else {NAMES_KEY: json.dumps(list(names))}
+    if prompts is not None:
+        if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
+            raise ConfigError("prompts must be a list of strings, one caption per row")
+        if len(prompts) != embeddings.shape[0]:
+            raise ConfigError(f"{len(prompts)} prompts for {embeddings.shape[0]} embedding rows")
+    meta: dict[str, str] = {}
+    if names is not None:
+        meta[NAMES_KEY] = json.dumps(list(names))
+    if prompts is not None:
+        meta[PROMPTS_KEY] = json.dumps(list(prompts))
     path = Path(path)
-    save_file({CAPTION_KEY: embeddings.detach().float().contiguous().cpu()}, str(path), meta)
+    tensors = {CAPTION_KEY: embeddings.detach().float().contiguous().cpu()}
+    save_file(tensors, str(path), meta or None)
     return path
+
+
+@dataclass(frozen=True)
+class Captions:
+    """A caption file's rows for the images, in their order: embeddings (N, L, D) and,
+    when the file has them, the caption texts."""
+
+    embeddings: Tensor
+    prompts: tuple[str, ...] | None = None
 
 
 def load_caption_embeddings(path: str | Path, images: Sequence[str], io: DenoiserIO) -> Tensor:
     """The (N_images, L, D) caption embeddings of `images` (in that order) from `path`."""
+    return load_captions(path, images, io).embeddings
+
+
+def _json_meta(path: Path, meta: dict[str, str], key: str) -> Any:
+    """Metadata `key` of a caption file, parsed as JSON."""
+    try:
+        return json.loads(meta[key])
+    except json.JSONDecodeError as e:
+        raise ConfigError(
+            f"caption file {str(path)!r}: metadata {key!r} is not JSON ({e})"
+        ) from None
+
+
+def _prompts(path: Path, meta: dict[str, str], rows: int) -> tuple[str, ...] | None:
+    """The ``prompts`` metadata of a caption file (one string per row), or None."""
+    if PROMPTS_KEY not in meta:
+        return None
+    prompts = _json_meta(path, meta, PROMPTS_KEY)
+    if (
+        not isinstance(prompts, list)
+        or len(prompts) != rows
+        or not all(isinstance(p, str) for p in prompts)
+    ):
+        raise ConfigError(
+            f"caption file {str(path)!r}: metadata {PROMPTS_KEY!r} must be a JSON list of "
+            f"{rows} strings (the caption of each row)"
+        )
+    return tuple(prompts)
+
+
+def load_captions(path: str | Path, images: Sequence[str], io: DenoiserIO) -> Captions:
+    """The caption embeddings (N_images, L, D) and prompts of `images` (in that order)."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -143,6 +209,7 @@ def load_caption_embeddings(path: str | Path, images: Sequence[str], io: Denoise
             f"caption file {str(path)!r}: {CAPTION_KEY!r} has shape {tuple(emb.shape)}; the "
             f"model expects {want} (images, context_len, context_dim)"
         )
+    prompts = _prompts(path, meta, int(emb.shape[0]))
     if NAMES_KEY not in meta:
         if emb.shape[0] != len(images):
             raise ConfigError(
@@ -150,13 +217,8 @@ def load_caption_embeddings(path: str | Path, images: Sequence[str], io: Denoise
                 f"rows follow the sorted image paths, so the expected shape is {want} (or add "
                 f"metadata {NAMES_KEY!r}: a JSON list of the image path of each row)"
             )
-        return emb.float()
-    try:
-        names = json.loads(meta[NAMES_KEY])
-    except json.JSONDecodeError as e:
-        raise ConfigError(
-            f"caption file {str(path)!r}: metadata {NAMES_KEY!r} is not JSON ({e})"
-        ) from None
+        return Captions(emb.float(), prompts)
+    names = _json_meta(path, meta, NAMES_KEY)
     if not isinstance(names, list) or len(names) != emb.shape[0]:
         raise ConfigError(
             f"caption file {str(path)!r}: metadata {NAMES_KEY!r} must be a JSON list of "
@@ -172,7 +234,9 @@ def load_caption_embeddings(path: str | Path, images: Sequence[str], io: Denoise
     extra = len(row) - len(images)
     if extra:
         log.warning("caption file %s: %d rows name no image in the folder; ignored", path, extra)
-    return emb[torch.tensor([row[n] for n in images])].float()  # (N_images, L, D)
+    rows = [row[n] for n in images]
+    kept = None if prompts is None else tuple(prompts[i] for i in rows)
+    return Captions(emb[torch.tensor(rows)].float(), kept)  # (N_images, L, D)
 
 
 def load_vae(vae: str | Path | nn.Module) -> tuple[nn.Module, str]:
@@ -225,10 +289,32 @@ def encode_latents(
     return torch.cat(out)
 
 
+@torch.no_grad()
+def decode_latents(vae: nn.Module, z: Tensor, batch_size: int = 16) -> Tensor:
+    """x = decode(z / scaling_factor + shift_factor) clamped to [-1, 1], (N, C, H, W) float32,
+    on the VAE's device: the inverse of `encode_latents`."""
+    cfg: Any = vae.config
+    scale = float(cfg.scaling_factor)
+    shift = float(getattr(cfg, "shift_factor", None) or 0.0)
+    dev = model_device(vae)
+    dtype = next(vae.parameters()).dtype
+    out = []
+    with eval_mode(vae):
+        for s in range(0, z.shape[0], batch_size):
+            zb = z[s : s + batch_size].to(dev, dtype)  # (b, latent_C, h, w)
+            x = vae.decode(zb / scale + shift).sample  # (b, C, H, W)
+            out.append(x.float().clamp(-1, 1))
+    if not out:
+        return torch.empty(0, device=dev)
+    return torch.cat(out)
+
+
 class ImageFolderDenoising(DenoisingTask):
     """DDPM ε-prediction on a folder of images (or their VAE latents), optionally captioned.
 
-    ``image_names`` lists the images in dataset order (sorted relative paths).
+    ``image_names`` lists the images in dataset order (sorted relative paths);
+    ``prompts`` their caption texts in that order (None when the caption file has none);
+    ``vae`` the VAE of a latent task (None in pixel space).
     """
 
     name = "image_folder"
@@ -258,6 +344,9 @@ class ImageFolderDenoising(DenoisingTask):
         self.image_names = names
         dev = torch.device(device)
         self.vae_name: str | None = None
+        self.vae: nn.Module | None = None
+        self.decode_batch_size = int(encode_batch_size)
+        images: Tensor | None = None  # a latent task's pixel images (the reference)
         if vae is None:
             x0 = load_images(self.root, names, io.channels, io.size)
         else:
@@ -283,9 +372,12 @@ class ImageFolderDenoising(DenoisingTask):
                     f"{io.size}): use a space whose sample_size is {x0.shape[-1]}"
                 )
             log.info("encoded %d images with VAE %s → %s", len(names), self.vae_name, x0.shape)
+            self.vae = model  # kept: generated latents are decoded to pixels (`to_pixels`)
         contexts = index = None
+        self.prompts: tuple[str, ...] | None = None
         if captions is not None:
-            contexts = load_caption_embeddings(captions, names, io)  # (N, L, D)
+            caps = load_captions(captions, names, io)
+            contexts, self.prompts = caps.embeddings, caps.prompts  # (N, L, D), N texts
             index = torch.arange(len(names))
         elif io.context_len is not None:
             contexts = context_table(1, io, seed)  # (1, L, D): one "empty prompt" for all
@@ -303,3 +395,31 @@ class ImageFolderDenoising(DenoisingTask):
             device=dev,
             **kwargs,
         )
+        # the held-out images as read, not their VAE reconstructions: FID's real images
+        self._reference: Tensor | None = None
+        if images is not None:
+            self._reference = images[self.heldout_index].to(self.device, torch.float32)
+
+    # -- generation ----------------------------------------------------------------------
+    def conditions(self, n: int) -> Conditions:
+        """The base task's conditions (held-out rows cycled in row order) and, when the
+        caption file has them, the prompts of those rows."""
+        cond = super().conditions(n)
+        if self.prompts is None:
+            return cond
+        # the rows DenoisingTask.conditions takes
+        rows = self.heldout_index[torch.arange(int(n)) % self.heldout_index.numel()]
+        return dataclasses.replace(cond, prompts=tuple(self.prompts[i] for i in rows.tolist()))
+
+    def to_pixels(self, x: Tensor) -> Tensor:
+        """Model space → images (N, C, H, W) in [-1, 1]: latents decoded by the VAE
+        (batched, no grad; returned on `x`'s device), pixels as they are."""
+        if self.vae is None:
+            return x
+        return decode_latents(self.vae, x, self.decode_batch_size).to(x.device)
+
+    def reference_images(self) -> Tensor:
+        """The held-out split in pixel space (N, C, H, W) in [-1, 1]: FID's real images."""
+        if self._reference is None:
+            return super().reference_images()
+        return self._reference

@@ -24,6 +24,7 @@ from nas.errors import ConfigError
 from nas.quant.layers import QuantMixin
 from nas.tasks.base import DenoiserIO
 from nas.tasks.denoising import context_table
+from nas.testing.models import tiny_vae
 from search_spaces.mobile_dit import MobileDiT
 from search_spaces.mobile_unet import MobileUNet
 from search_spaces.mobile_unet.model import DIFFUSERS_FIXED_CONFIG
@@ -62,25 +63,6 @@ def _reloaded(model: Any, path: Path) -> Any:
     """`model` saved to `path` and loaded back from there, offline, as a pipeline would."""
     model.save_pretrained(path)
     return type(model).from_pretrained(path, local_files_only=True).eval()
-
-
-def _vae(root: Path, latent_channels: int) -> Any:
-    """A two-level AutoencoderKL: latents are half the image size, as the models' 8×8."""
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 8),
-        layers_per_block=1,
-        latent_channels=latent_channels,
-        norm_num_groups=4,
-        sample_size=16,
-    )
-    return _reloaded(vae, root / "vae")
 
 
 def _clip(root: Path, hidden: int) -> tuple[Any, Any]:
@@ -157,7 +139,7 @@ def _sd_pipeline(model: MobileUNet, root: Path) -> Any:
 
     tokenizer, text_encoder = _clip(root, model.config.cross_attention_dim)
     pipe = StableDiffusionPipeline(
-        vae=_vae(root, model.config.in_channels),
+        vae=_reloaded(tiny_vae(model.config.in_channels), root / "vae"),
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=model,
@@ -384,7 +366,7 @@ def test_pixart_alpha_pipeline_runs_the_exported_dit(dit_dir, tmp_path, guidance
     pipe = PixArtAlphaPipeline(
         tokenizer=tokenizer,
         text_encoder=text_encoder,
-        vae=_vae(tmp_path, model.config.in_channels),
+        vae=_reloaded(tiny_vae(model.config.in_channels), tmp_path / "vae"),
         transformer=model,
         scheduler=DPMSolverMultistepScheduler(),
     )

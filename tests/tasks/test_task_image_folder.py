@@ -17,6 +17,7 @@ from tasks_helpers import supernet
 from nas.errors import ConfigError
 from nas.tasks import DenoiserIO, ImageFolderDenoising, save_caption_embeddings
 from nas.tasks.image_folder import load_images
+from nas.testing.models import tiny_vae
 
 UNET_IO = DenoiserIO(channels=1, size=8, context_len=3, context_dim=8)  # test_mobile_unet
 
@@ -147,22 +148,6 @@ def test_missing_empty_or_tiny_folders_are_config_errors(tmp_path: Path):
     (tmp_path / "broken" / "b.png").write_bytes(b"not a png")
     with pytest.raises(ConfigError, match=r"b\.png"):
         ImageFolderDenoising(UNET_IO, tmp_path / "broken")
-
-
-def tiny_vae(latent_channels: int = 1) -> AutoencoderKL:
-    """A real AutoencoderKL that halves the resolution (two encoder blocks)."""
-    torch.manual_seed(0)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(8, 8),
-        layers_per_block=1,
-        latent_channels=latent_channels,
-        norm_num_groups=4,
-        sample_size=16,
-    )
 
 
 def test_vae_latents_from_a_saved_pipeline_directory(folder: Path, tmp_path: Path):
