@@ -10,10 +10,17 @@ where c ranges over the block's dependency-label combos with P(c) = Π_L p_L(c_L
 s over its layers (frac = the layer's MAC share, see `latency_tables.keys`) and o
 over the options of the layer's quant label. A soft channel count between two
 options is the linear interpolation of their entries (`soft_choice`).
+
+A space without layer structure (declared with `SearchSpace.from_choices`, or whose builder
+emits no conv/linear layer) has a cost model too, one that knows no cost:
+`CostModel.available_costs` is empty and asking for a cost raises a `ConfigError` that says
+what to do instead. Labels no block depends on (`SpaceStructure.neutral_labels`) add nothing
+to any cost.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,9 +39,15 @@ from nas.policies.pas import soft_probs as soft_choice  # noqa: F401  (re-export
 from nas.space import SearchSpace
 from nas.spec import ArchSpec
 
+log = logging.getLogger(__name__)
+
 FP32 = KERNEL_INDEX["fp32"]
 #: What `CostModel.costs` predicts (objective and budget names a config may use).
 COSTS = ("table_ms", "latency_ms", "params", "macs", "bytes")
+#: The costs summed over the layers of a spec (known without a latency table).
+LAYER_COSTS = ("params", "macs", "bytes")
+#: The costs read from a latency table.
+TABLE_COSTS = ("table_ms", "latency_ms")
 
 
 class CostModel:
@@ -46,6 +59,10 @@ class CostModel:
 
     calibration: ``latency_ms`` (and `expected`) become a · T_table + Σ_kind b_kind · n_kind
     + c (`latency_tables.calibration`); ``table_ms`` is always the raw table sum.
+
+    A space whose specs have no conv/linear layer (`has_structure` False, e.g. one declared
+    with `SearchSpace.from_choices`) still gets a cost model, whose `available_costs` is
+    empty; callers pick their cost features and weak labels from `available_costs`.
     """
 
     def __init__(
@@ -61,6 +78,20 @@ class CostModel:
         self.structure = structure or SpaceStructure(space)
         self.table = table
         st = self.structure
+        self._has_structure = st.has_layers
+        if not self._has_structure:
+            log.info(
+                "space %r has no layer structure (its specs have no conv/linear layer): its "
+                "cost model knows no cost",
+                space.name,
+            )
+        elif st.neutral_labels:
+            # deliberate: costs are those of the declared layers, whatever these labels say
+            log.info(
+                "space %r: no block depends on label(s) %s; no cost varies with them",
+                space.name,
+                st.neutral_labels,
+            )
         self._frac = []  # per block: (C, S) MAC share of each layer in its block
         self._lat = []  # per block: (C, K) latency of the combo's shape on each kernel
         for t in st.blocks:
@@ -69,9 +100,17 @@ class CostModel:
             # A block with no MACs (no conv/linear) is timed on its fp32 entry alone.
             if t.label.shape[1] == 0:
                 frac = np.zeros((len(t.shapes), 1))
+            else:
+                # Per combo too: where one option convolves and another pools (a NAS cell's
+                # edge), the pooling combo has no MACs; its padded slot 0 has no quant label,
+                # so a full share there times it on fp32, as `keys.block_kernel_shares` does.
+                bare = np.array([s is not None for s in t.shapes]) & (tot[:, 0] == 0)
+                frac[bare, 0] = 1.0
             self._frac.append(frac)
             self._lat.append(np.full((len(t.shapes), len(KERNELS)), np.nan))
-        if table is not None:
+        self.missing: list[str] = []
+        # A space without layers is served no latency, so its keys need not be in the table.
+        if table is not None and self._has_structure:
             missing: list[str] = []
             needed = {k.id for k in st.block_keys()}
             for t, lat in zip(st.blocks, self._lat):
@@ -138,22 +177,64 @@ class CostModel:
             self._slot_label.append(np.where(has, lab, n_labels))
             self._slot_base.append(offset + np.arange(n_c * n_s).reshape(n_c, n_s) * width)
             offset += n_c * n_s * width
-        self._tables = {w: np.concatenate(v) for w, v in tables.items()}
+        # no block at all (a from_choices space): empty tables, which no request reaches
+        self._tables = {w: np.concatenate(v) if v else np.zeros(0) for w, v in tables.items()}
         # int32 indices halve the memory traffic of the hot path when the tables allow it
         self._index_dtype = np.int32 if offset < 2**31 else np.int64
         self._slot_label = [a.astype(self._index_dtype) for a in self._slot_label]
         self._slot_base = [a.astype(self._index_dtype) for a in self._slot_base]
 
+    # -- what it knows ----------------------------------------------------------------------
+    @property
+    def has_structure(self) -> bool:
+        """Whether the space's specs have conv/linear layers to sum costs over (False for a
+        space declared with `SearchSpace.from_choices`: then `available_costs` is empty)."""
+        return self._has_structure
+
+    @property
+    def available_costs(self) -> tuple[str, ...]:
+        """The cost names `costs` and `predict_index` can serve: ``()`` without layer
+        structure, ``("params", "macs", "bytes")`` with it, plus ``("table_ms",
+        "latency_ms")`` with a latency table."""
+        if not self._has_structure:
+            return ()
+        return LAYER_COSTS + (TABLE_COSTS if self.table is not None else ())
+
+    def _check_available(self, what: Sequence[str]) -> None:
+        """Raise the `ConfigError` that says why a requested cost is not known, and what to
+        do instead."""
+        unknown = sorted(set(what) - set(COSTS))
+        if unknown:
+            raise ConfigError(f"unknown cost(s) {unknown}; choose from {sorted(COSTS)}")
+        wanted = [w for w in what if w not in self.available_costs]
+        if not wanted:
+            return
+        name = self.space.name
+        if not self._has_structure:
+            raise ConfigError(
+                f"space {name!r} has no layer structure: its samples freeze to specs without "
+                "conv/linear layers (a space declared with SearchSpace.from_choices has none), "
+                f"so its costs {wanted} are unknown, with or without a latency table. Give "
+                "this space only strategies and encoders that need no costs (no budgets or "
+                "cost objectives, SpaceEncoder without cost features; "
+                "CostModel.available_costs is empty), register a family whose builder "
+                "declares blocks and layers (nas.register_space), or pass your own "
+                "cost_fn(samples) -> {name: array}"
+            )
+        raise ConfigError(
+            f"the CostModel of space {name!r} has no latency table, so it cannot predict "
+            f"{wanted}; build it on one (CostModel(space, LatencyTable.load(root, device, "
+            "backend)) or latency_tables.opening.open_cost_model, measured with `nas latency "
+            f"build --space {name}`), or ask only for {list(self.available_costs)}"
+        )
+
     # -- vectorized -------------------------------------------------------------------------
     def predict_index(
         self, idx: np.ndarray, what: Sequence[str] = ("latency_ms",), chunk: int = 2048
     ) -> dict[str, np.ndarray]:
-        """Costs of samples given as an option-index matrix (N, labels)."""
-        unknown = sorted(set(what) - set(self._tables))
-        if unknown:
-            raise ConfigError(f"unknown cost(s) {unknown}; choose from {sorted(self._tables)}")
-        if {"latency_ms", "table_ms"} & set(what) and self.table is None:
-            raise ConfigError("this CostModel has no latency table; pass one to predict latency")
+        """Costs of samples given as an option-index matrix (N, labels); `what` must be
+        among `available_costs` (else a `ConfigError` that says why not)."""
+        self._check_available(what)
         idx = np.asarray(idx)
         out = {w: np.empty(len(idx)) for w in what}
         # Chunks keep the (rows, slots) index matrix in cache.
@@ -172,6 +253,8 @@ class CostModel:
         # A last all-zero column is the "option" of slots without a quant label; np.take on
         # the raveled matrix is several times faster than 2-D fancy indexing.
         dtype = self._index_dtype if n * (width + 1) < 2**31 else np.int64
+        if not st.blocks:  # nothing to gather (only reached when no cost is asked for)
+            return np.zeros((n, 0), dtype=dtype)
         ext = np.zeros((n, width + 1), dtype=dtype)
         ext[:, :width] = idx
         flat = ext.ravel()
@@ -206,8 +289,7 @@ class CostModel:
         probs: label → probability vector over its options (sums to 1). Labels not in
         `probs` take their value in `default` (the space's default sample if None).
         """
-        if self.table is None:
-            raise ConfigError("expected latency needs a latency table")
+        self._check_available(("latency_ms",))
         st = self.structure
         base = dict(self.space.default() if default is None else default)
         dtype = torch.float64

@@ -153,6 +153,27 @@ class SpaceStructure:
         )
 
     # -- results ----------------------------------------------------------------------------
+    @property
+    def has_layers(self) -> bool:
+        """Whether some block of the space has a conv/linear layer. Params, MACs and bytes are
+        sums over layers, so without one they are unknown (a space declared with
+        `SearchSpace.from_choices` freezes to specs without any block)."""
+        return any(t.label.shape[1] > 0 for t in self.blocks)
+
+    @property
+    def neutral_labels(self) -> list[str]:
+        """Labels that shape no block and quantize no layer, in space order: no cost varies
+        with them (a training hyper-parameter, or a choice the space's builder ignores).
+
+        Found by the same one-label perturbations of the largest and the smallest sample as
+        the blocks' dependencies, so a label whose effect both of them mask counts as neutral.
+        """
+        used: set[int] = set()
+        for t in self.blocks:
+            used.update(t.deps)
+            used.update(int(i) for i in np.unique(t.label) if i >= 0)
+        return [lab for i, lab in enumerate(self.labels) if i not in used]
+
     def shapes(self) -> dict[str, tuple[str, tuple[tuple[str, Value], ...]]]:
         """shape id → (kind, dims) of every block shape the space can produce."""
         out = {}

@@ -2,18 +2,23 @@
 
 The core never imports the package that implements them (`predictors`: `SpaceEncoder`,
 `make_predictor("lambdarank")`); the application injects instances, and any object with
-these methods serves. Both are `runtime_checkable`, so a strategy can refuse a component
+these methods serves. A caller that gives none gets `default_kit`: the implementation
+that registered itself in `KITS` (``predictors`` registers ``"default"`` on import, and
+`default_kit` imports it by name only then). Both are `runtime_checkable`, so a strategy can refuse a component
 that lacks one of them at build time instead of failing deep inside a search.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
 from nas.errors import ConfigError
+from nas.registry import Registry
 
 T = TypeVar("T")
 
@@ -74,3 +79,37 @@ def require(obj: T, protocol: type, what: str, fix: str) -> T:
             f"nas.ranking.{protocol.__name__}; {fix}"
         )
     return obj
+
+
+WeakFn = Callable[[Sequence[Mapping[str, Any]]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class RankingKit:
+    """What a ranking-predictor search needs when the caller gives nothing.
+
+    weak_fn: samples → (N, H) weak labels (column 0 lower = better), or None when no
+    cheap label is known for the space (the ranker learns from strong labels alone).
+    """
+
+    encoder: Encoder
+    predictor_factory: Callable[[], Predictor]
+    weak_fn: WeakFn | None
+
+
+#: name → builder ``(space, cost_fn, seed) -> RankingKit``
+KITS: Registry[Callable[..., RankingKit]] = Registry("ranking kit")
+KIT_PROVIDER = "predictors"  # the package that registers the "default" kit on import
+
+
+def default_kit(space: Any, cost_fn: Callable[..., Any] | None, seed: int) -> RankingKit:
+    """The registered default kit for `space` (zero-cost weak labels from `cost_fn`)."""
+    if "default" not in KITS:
+        try:
+            importlib.import_module(KIT_PROVIDER)
+        except ModuleNotFoundError as e:
+            raise ConfigError(
+                f"no default ranking kit: the package {KIT_PROVIDER!r} is not installed; pass "
+                "weak_fn, encoder and predictor_factory yourself"
+            ) from e
+    return KITS.get("default")(space, cost_fn, seed)

@@ -7,9 +7,11 @@
 
 Labels are lower-is-better (losses, latency) unless ``higher_is_better=True``.
 `PREDICTORS` lists the registered predictors: lambdarank, gbdt, rf, mlp, params, macs.
+`predictors.kit` registers the default kit of the predictor-guided search
+(`nas.ranking.default_kit`).
 """
 
-from predictors import baselines, lambdarank  # noqa: F401  (register the predictors)
+from predictors import baselines, kit, lambdarank  # noqa: F401  (register the predictors, the kit)
 from predictors.base import PREDICTORS, NotFittedError, Predictor, make_predictor
 from predictors.baselines import CostRanker, SklearnPredictor
 from predictors.encoders import SpaceEncoder

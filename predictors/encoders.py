@@ -4,7 +4,10 @@ A `SpaceEncoder` turns samples into a float32 feature matrix (N, F):
 
 - the space's own encoding (`SearchSpace.encode`): ``onehot`` (one column per label and
   option, named ``label=option``) or ``ordinal`` (option index scaled to [0, 1], one
-  column per label, named ``label``);
+  column per label, named ``label``); ``mixed`` is the one-hot plus the ordinal column
+  of every label whose options are numbers with at least three of them (named
+  ``label#``): one-hot lets a ranker learn any effect of an option, the ordinal column
+  that a larger width or depth is more of the same, which few labels cannot teach;
 - optionally cost features from a `latency_tables.cost.CostModel`, one column per cost
   (named ``cost:<name>``), transformed as z = (log(c) − μ) / σ. Costs span orders of
   magnitude, hence the log; μ and σ are fitted once (first `fit` / `fit_transform`) and
@@ -25,7 +28,7 @@ from nas.space import SearchSpace
 
 log = logging.getLogger(__name__)
 
-KINDS = ("onehot", "ordinal")
+KINDS = ("onehot", "ordinal", "mixed")
 COST_PREFIX = "cost:"
 _TINY = 1e-12
 
@@ -51,6 +54,13 @@ class SpaceEncoder:
             raise ConfigError(f"encoder kind {kind!r} is unknown; use one of {KINDS}")
         self.space = space
         self.kind = kind
+        # mixed: the labels that also get an ordinal column (numeric, ≥ 3 options)
+        self._ordered = [
+            j
+            for j, (_, c) in enumerate(space.items())
+            if len(c) >= 3
+            and all(isinstance(o, (int, float)) and not isinstance(o, bool) for o in c.options)
+        ]
         self.cost_model = cost_model
         if cost_model is None:
             if cost_features:
@@ -82,10 +92,12 @@ class SpaceEncoder:
     # -- description ------------------------------------------------------------------------
     @property
     def feature_names(self) -> list[str]:
-        if self.kind == "onehot":
-            names = [f"{lab}={json.dumps(o)}" for lab, c in self.space.items() for o in c.options]
-        else:
+        if self.kind == "ordinal":
             names = list(self.space.labels)
+        else:
+            names = [f"{lab}={json.dumps(o)}" for lab, c in self.space.items() for o in c.options]
+        if self.kind == "mixed":
+            names += [f"{self.space.labels[j]}#" for j in self._ordered]
         return names + [COST_PREFIX + c for c in self.cost_features]
 
     @property
@@ -133,7 +145,16 @@ class SpaceEncoder:
     def transform(self, samples: Iterable[Mapping[str, Any]]) -> np.ndarray:
         """Features (N, F) float32 of `samples` (validated against the space)."""
         samples = list(samples)
-        x = self.space.encode(samples, kind=self.kind).astype(np.float32)  # (N, F_space)
+        if self.kind == "mixed":
+            x = np.concatenate(
+                [
+                    self.space.encode(samples, kind="onehot"),
+                    self.space.encode(samples, kind="ordinal")[:, self._ordered],
+                ],
+                1,
+            ).astype(np.float32)
+        else:
+            x = self.space.encode(samples, kind=self.kind).astype(np.float32)  # (N, F_space)
         if not self.cost_features:
             return x
         if self._mean is None:

@@ -19,7 +19,8 @@ from predictors.encoders import SpaceEncoder
 
 def small_predictor_guided(space: SearchSpace, objectives: Any, seed: int = 0) -> PredictorGuided:
     """LambdaRank (40 steps) on a one-hot encoding, pretrained on a weak label that is a fixed
-    random linear function of the encoding; a pool of 32 and batches of 4."""
+    random linear function of the encoding; a pool of 32, batches of 4, 64 candidates per
+    round screened by an ensemble of 2."""
     enc = SpaceEncoder(space, "onehot")
     w = np.random.default_rng(seed).normal(size=enc.n_features)
     return PredictorGuided(
@@ -31,4 +32,6 @@ def small_predictor_guided(space: SearchSpace, objectives: Any, seed: int = 0) -
         predictor_factory=lambda: make_predictor("lambdarank", seed=seed, max_steps=40),
         pool_size=32,
         batch_size=4,
+        candidates=64,
+        ensemble=2,
     )

@@ -4,7 +4,8 @@
 evolution), ``nsga2`` and ``tpe`` (Optuna); `BudgetFilter` wraps any of them with
 cost budgets. Modules that other parts of mqnas add here (``predictor_guided``)
 register into `STRATEGIES` when present. Optuna loads only when an Optuna strategy
-is built.
+is built, or on first access to `StrategySampler` (`nas.strategies.optuna_sampler`: any
+ask/tell strategy as an Optuna sampler, for Optuna studies and Ray Tune's OptunaSearch).
 
 `ONESHOT` holds the one-shot searches, which learn one architecture on the supernet
 itself instead of asking for samples: ``differentiable`` (`nas.strategies.oneshot`:
@@ -16,6 +17,7 @@ and returns a `OneShotResult`; `OneShotSettings` holds every hyperparameter.
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from nas.strategies.base import (
     STRATEGIES,
@@ -39,6 +41,17 @@ for _name in _OPTIONAL:
     except ModuleNotFoundError as e:  # only "the module is not there yet" is optional
         if e.name != f"{__name__}.{_name}":
             raise
+
+# Loaded on first access: their modules import Optuna, which `import nas.strategies` must not.
+# Not in __all__ either, so that `from nas.strategies import *` does not load Optuna.
+_LAZY = {"StrategySampler": "nas.strategies.optuna_sampler"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ONESHOT",

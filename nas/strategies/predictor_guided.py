@@ -1,41 +1,63 @@
-"""Predictor-guided search with a learning-to-rank predictor (AceNAS-style).
+"""Predictor-guided search: a learning-to-rank surrogate that screens a moving pool.
 
 Zhang et al. 2021, "AceNAS: Learning to Rank Ace Neural Architectures with Weak
-Supervision of Weight Sharing" (Algorithm 1):
+Supervision of Weight Sharing" (Algorithm 1), with the surrogate loop of BANANAS
+(White et al. 2021, "BANANAS: Bayesian Optimization with Neural Architectures for
+Neural Architecture Search", Algorithm 1) and BRP-NAS (Dudziak et al. 2020):
 
-1. draw a pool of architectures within the cost budgets; score all of them with
-   cheap weak labels (the supernet's validation loss with inherited weights,
-   predicted latency, params);
-2. pretrain the ranker on the weak labels (multi-head regression);
-3. repeat: choose a batch to evaluate strongly — the predicted best of each
-   latency stratum, thinned to a diverse set by greedy farthest-point selection
-   in the ranker's learned embedding; fine-tune the ranker on all strong labels
-   (LambdaRank on NDCG);
-4. `propose(k)`: the predicted top-k of the pool under the budgets.
+1. draw a *weak pool* of `pool_size` architectures within the cost budgets and score
+   them with cheap weak labels (the supernet's loss with inherited weights, table
+   latency, params — or, by default, whatever zero-cost labels the cost model gives);
+   pretrain the ranker on them (multi-head regression);
+2. first round: the weak labels' best of each latency stratum (no weak labels: a
+   diverse random set), thinned by greedy farthest-point selection;
+3. every next round: fine-tune an *ensemble* of `ensemble` rankers on the strong labels
+   told so far (LambdaRank on NDCG; each member on a random 80 % of them), then build
+   `candidates` fresh candidates around what is known to be good — mutations (1–3
+   labels) and uniform crossovers of the best told architectures, plus uniform random
+   draws for exploration, plus what is left of the weak pool — keep those within the
+   budgets and never asked, and score them by the acquisition (BANANAS' ITS/UCB in
+   rank space, lower is better)
 
-Stratifying by latency (quantile bins of the table's prediction) is ours: the
-search serves a latency/quality front, and the best-predicted architectures
-of a pool are otherwise all large. The strategy never runs a model itself: the
-weak labels come from an injected `weak_fn`, the features from an `encoder` and the
-ranker from `predictor_factory` (the `nas.ranking` protocols; `predictors` implements
-them). Its state is JSON (pool, weak labels, strong labels, queue); the ranker is
-retrained deterministically from them on restore.
+       a(x) = μ(x) − κ σ(x),   μ, σ: mean and std over members of z-scored predictions
+
+   with κ = `explore`; the batch is the best `batch_size` by a(x) of each latency
+   stratum, thinned by farthest points in the ranker's embedding (away from what was
+   asked before). So the pool moves with the strong labels: the search keeps
+   improving with the budget instead of exhausting one fixed pool.
+4. `propose(k)`: the predicted top-k of the told architectures and a fresh candidate
+   set, all within the budgets.
+
+Stratifying by latency (quantile bins of the second objective when the cost function
+gives it) is ours: the search serves a latency/quality front, and the best-predicted
+architectures of a pool are otherwise all large. The strategy never runs a model: the
+weak labels come from `weak_fn`, the features from an `encoder`, the rankers from
+`predictor_factory` (the `nas.ranking` protocols). Left out, they are the defaults of
+`nas.ranking.default_kit` (`predictors`: a one-hot + ordinal encoder, LambdaRank, and
+zero-cost weak labels from `cost_fn`). Its state is JSON (weak pool, weak labels, strong
+labels, queue, generator); the rankers are retrained deterministically on restore.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from nas.errors import ConfigError
-from nas.ranking import Encoder, Predictor, require
+from nas.ranking import Encoder, Predictor, default_kit, require
 from nas.space import SearchSpace
-from nas.strategies.base import STRATEGIES, Objective, Strategy
+from nas.spec import Sample
+from nas.strategies.base import STRATEGIES, ObjectivesLike, Strategy, sample_key
 
 log = logging.getLogger(__name__)
+
+SUBSET = 0.8  # share of the strong labels each ensemble member is fitted on
+MIN_LABELS = 2  # strong labels before the first ranker is fitted
 
 
 def farthest_points(emb: np.ndarray, k: int, anchors: np.ndarray | None = None) -> list[int]:
@@ -63,31 +85,77 @@ def farthest_points(emb: np.ndarray, k: int, anchors: np.ndarray | None = None) 
     return chosen
 
 
+def _zscore(p: np.ndarray) -> np.ndarray:
+    """Each row of (K, N) predictions standardized over its N candidates."""
+    sd = p.std(axis=1, keepdims=True)
+    return (p - p.mean(axis=1, keepdims=True)) / np.where(sd > 1e-12, sd, 1.0)
+
+
 @STRATEGIES.register("predictor")
 class PredictorGuided(Strategy):
-    """AceNAS-style ranking-predictor search (see module doc).
+    """Learning-to-rank surrogate search over a moving pool (see the module doc).
 
-    weak_fn: samples → (N, H) weak labels (column 0: the weak accuracy proxy, lower is
-    better). encoder: a `nas.ranking.Encoder` (fitted on the pool when it is not yet).
-    predictor_factory: a new `nas.ranking.Predictor` for each retraining.
+    weak_fn: samples → (N, H) weak labels (column 0: the weak proxy of the primary
+    objective, lower is better); None: the default kit's zero-cost labels from
+    `cost_fn` (none without one: the ranker then learns from strong labels alone).
+    encoder: a `nas.ranking.Encoder`; predictor_factory: a new `nas.ranking.Predictor`
+    per fit (both default to the kit's). cost_fn: samples, names → {name: (N,)}, like
+    `CostModel.costs`; budgets: cost name → upper bound (needs cost_fn).
+    pool_size: the weak pool; batch_size: asks per round; n_bins: latency strata;
+    candidates: fresh candidates screened per round; ensemble: rankers per round;
+    explore: κ of the acquisition; mutation_share / random_share: of the candidates
+    (the rest are crossovers).
     """
 
     def __init__(
         self,
         space: SearchSpace,
-        objectives: Sequence[Objective],
+        objectives: ObjectivesLike,
         seed: int = 0,
         *,
-        weak_fn: Callable[[Sequence[Mapping[str, Any]]], np.ndarray],
-        encoder: Encoder,
-        predictor_factory: Callable[[], Predictor],
+        weak_fn: Callable[[Sequence[Mapping[str, Any]]], np.ndarray] | None = None,
+        encoder: Encoder | None = None,
+        predictor_factory: Callable[[], Predictor] | None = None,
         cost_fn: Callable[..., Mapping[str, np.ndarray]] | None = None,
         budgets: Mapping[str, float] | None = None,
-        pool_size: int = 128,
+        pool_size: int = 256,
         batch_size: int = 4,
         n_bins: int = 4,
+        candidates: int = 512,
+        ensemble: int = 3,
+        explore: float = 0.5,
+        mutation_share: float = 0.5,
+        random_share: float = 0.25,
     ) -> None:
         super().__init__(space, objectives, seed)
+        for name, v, lo in (
+            ("pool_size", pool_size, 1),
+            ("batch_size", batch_size, 1),
+            ("n_bins", n_bins, 1),
+            ("candidates", candidates, 1),
+            ("ensemble", ensemble, 1),
+        ):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise ConfigError(f"predictor strategy: {name} must be an int ≥ {lo}, got {v!r}")
+        if not (0 <= mutation_share and 0 <= random_share and mutation_share + random_share <= 1):
+            raise ConfigError(
+                "predictor strategy: mutation_share and random_share must be ≥ 0 and sum to "
+                f"≤ 1 (the rest are crossovers), got {mutation_share}, {random_share}"
+            )
+        if explore < 0:
+            raise ConfigError(f"predictor strategy: explore must be ≥ 0, got {explore}")
+        if budgets and cost_fn is None:
+            raise ConfigError(
+                f"predictor strategy: budgets {dict(budgets)} need a cost_fn (e.g. "
+                "CostModel(space, table).costs) to keep candidates within them"
+            )
+        if weak_fn is None or encoder is None or predictor_factory is None:
+            kit = default_kit(space, cost_fn, self.seed)
+            weak_fn = kit.weak_fn if weak_fn is None else weak_fn
+            encoder = kit.encoder if encoder is None else encoder
+            predictor_factory = (
+                kit.predictor_factory if predictor_factory is None else (predictor_factory)
+            )
         require(
             encoder,
             Encoder,
@@ -97,172 +165,260 @@ class PredictorGuided(Strategy):
         self.weak_fn, self.encoder, self.predictor_factory = weak_fn, encoder, predictor_factory
         self.cost_fn, self.budgets = cost_fn, dict(budgets or {})
         self.pool_size, self.batch_size, self.n_bins = pool_size, batch_size, n_bins
+        self.n_candidates, self.ensemble, self.explore = candidates, ensemble, float(explore)
+        self.mutation_share, self.random_share = float(mutation_share), float(random_share)
         self.primary = self.objectives[0]
-        self.pool: list[dict[str, Any]] = []
-        self.weak: np.ndarray | None = None
-        self.strong: dict[int, float] = {}  # pool index → primary objective (strong label)
-        self.failed: set[int] = set()
-        self.queue: list[int] = []
-        self.asked: set[int] = set()
-        self._predictor: Predictor | None = None
+        # the cost the rounds are stratified by: the second objective, when it is a cost
+        self.stratum = self.objectives[1].name if len(self.objectives) > 1 else None
+        self.pool: list[Sample] = []  # the weak pool
+        self.weak: np.ndarray | None = None  # (pool, H) or None: no weak labels
+        self.labelled: dict[str, tuple[Sample, float]] = {}  # key → (sample, primary value)
+        self.failed: set[str] = set()
+        self.asked: set[str] = set()
+        self.queue: list[Sample] = []
+        self._members: list[Predictor] | None = None
         self._fitted_on = -1
-        self._X: np.ndarray | None = None
+        self._base: Predictor | None = None  # pretrained on the weak pool, copied per member
 
-    # -- pool -----------------------------------------------------------------------------
+    # -- weak pool ---------------------------------------------------------------------------
+    def _within(self, samples: list[Sample]) -> list[Sample]:
+        """The samples within every budget (a NaN cost is over)."""
+        if not self.budgets or not samples:
+            return samples
+        costs = self.cost_fn(samples, tuple(self.budgets))
+        ok = np.all(
+            [np.asarray(costs[k], dtype=np.float64) <= v for k, v in self.budgets.items()], axis=0
+        )
+        return [s for s, keep in zip(samples, ok, strict=True) if keep]
+
+    def _distinct(self, samples: Sequence[Mapping[str, Any]], skip: set[str]) -> list[Sample]:
+        """Canonical, distinct samples whose keys are not in `skip`."""
+        out, seen = [], set(skip)
+        for s in samples:
+            c = self.space.canonical(s)
+            k = sample_key(c)
+            if k not in seen:
+                seen.add(k)
+                out.append(c)
+        return out
+
     def _ensure_pool(self) -> None:
         if self.pool:
             return
-        rng = np.random.default_rng(self.seed)
-        cand = self.space.sample_many(self.pool_size * 8, rng=rng)
-        if self.budgets and self.cost_fn is not None:
-            costs = self.cost_fn(cand, tuple(self.budgets))
-            ok = np.all([costs[k] <= v for k, v in self.budgets.items()], axis=0)
-            cand = [s for s, keep in zip(cand, ok) if keep]
-            if not cand:
-                raise ConfigError(
-                    f"no architecture of {len(ok)} random ones meets the budgets {self.budgets}; "
-                    "raise the budgets"
-                )
-        # distinct architectures only
-        seen, pool = set(), []
-        for s in cand:
-            h = self.space.freeze(s).hash
-            if h not in seen:
-                seen.add(h)
-                pool.append(dict(self.space.canonical(s)))
-        self.pool = pool[: self.pool_size]
-        log.info(
-            "predictor-guided: scoring a pool of %d architectures with weak labels", len(self.pool)
-        )
-        self.weak = np.asarray(self.weak_fn(self.pool), dtype=np.float64).reshape(
-            len(self.pool), -1
-        )
+        rng = np.random.default_rng([self.seed, 0x9001])  # own stream: asks stay seeded
+        drawn = self.space.sample_many(self.pool_size * 8, rng=rng)
+        cand = self._within(drawn)
+        if not cand:
+            raise ConfigError(
+                f"no architecture of {len(drawn)} random ones meets the budgets {self.budgets}; "
+                "raise the budgets"
+            )
+        self.pool = self._distinct(cand, set())[: self.pool_size]
+        if self.weak_fn is None:
+            self.weak = None
+            return
+        log.info("predictor-guided: weak labels of a pool of %d architectures", len(self.pool))
+        w = np.asarray(self.weak_fn(self.pool), dtype=np.float64)
+        self.weak = w.reshape(len(self.pool), -1)
 
-    # -- ranker ---------------------------------------------------------------------------
-    def _x(self) -> np.ndarray:
-        """The encoded pool (N, F); the encoder's statistics are fitted on the pool."""
-        if self._X is None:
-            if not self.encoder.fitted:
-                self.encoder.fit(self.pool)
-            self._X = self.encoder.transform(self.pool)
-        return self._X
+    # -- rankers -----------------------------------------------------------------------------
+    def _x(self, samples: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        if not self.encoder.fitted:  # cost statistics: fitted once, on the weak pool
+            self.encoder.fit(self.pool)
+        return np.asarray(self.encoder.transform(list(samples)), dtype=np.float32)
 
-    def predictor(self) -> Predictor:
-        """The ranker fitted on the weak labels and every strong label told so far."""
-        n = len(self.strong)
-        if self._predictor is not None and self._fitted_on == n:
-            return self._predictor
-        x = self._x()
-        p = require(
+    def _new_predictor(self) -> Predictor:
+        return require(
             self.predictor_factory(),
             Predictor,
             "what predictor_factory returned",
             "return e.g. predictors.make_predictor('lambdarank', seed=...)",
         )
-        p.pretrain(x, self.weak)
-        if n >= 2:
-            idx = np.array(sorted(self.strong))
-            p.fit(x[idx], np.array([self.strong[i] for i in idx]))
-        self._predictor, self._fitted_on = p, n
-        return p
 
-    def _scores(self) -> np.ndarray:
-        """Predicted primary objective of the pool, lower is better."""
-        if len(self.strong) < 2:
-            s = self.weak[:, 0].copy()  # before strong labels: the supernet's own ranking
-        else:
-            s = np.asarray(self.predictor().predict(self._x()), dtype=np.float64)
-        return s if self.primary.direction == "min" else -s
+    def members(self) -> list[Predictor]:
+        """The ensemble fitted on the weak pool and the strong labels told so far."""
+        n = len(self.labelled)
+        if self._members is not None and self._fitted_on == n:
+            return self._members
+        if self._base is None:
+            self._base = self._new_predictor()
+            if self.weak is not None:
+                self._base.pretrain(self._x(self.pool), self.weak)
+        items = list(self.labelled.values())
+        x = self._x([s for s, _ in items])
+        y = np.array([self.primary.sign * v for _, v in items])  # lower is better
+        rng = np.random.default_rng([self.seed, n, 0x5EED])  # a function of the labels told
+        members = []
+        for k in range(self.ensemble):
+            idx = np.arange(n)
+            if k > 0 and n >= 5:  # member 0 sees every label; the others a random subset
+                idx = np.sort(rng.choice(n, size=max(4, math.ceil(SUBSET * n)), replace=False))
+            m = copy.deepcopy(self._base)  # fit restarts from the pretrained weights
+            m.fit(x[idx], y[idx])
+            members.append(m)
+        self._members, self._fitted_on = members, n
+        return members
 
-    def _next_batch(self) -> list[int]:
-        free = np.array(
-            [i for i in range(len(self.pool)) if i not in self.asked and i not in self.failed]
-        )
-        if len(free) == 0:
-            return []
-        scores = self._scores()
-        # strata: quantile bins of predicted latency (weak column 1 when present)
-        lat = self.weak[:, 1] if self.weak.shape[1] > 1 else np.zeros(len(self.pool))
-        edges = np.quantile(lat[free], np.linspace(0, 1, self.n_bins + 1)[1:-1])
-        bins = np.searchsorted(edges, lat[free])
-        per_bin = int(np.ceil(2 * self.batch_size / self.n_bins))
-        cand: list[int] = []
-        for b in range(self.n_bins):
-            members = free[bins == b]
-            cand += [int(i) for i in members[np.argsort(scores[members])][:per_bin]]
-        cand_arr = np.array(cand)
-        emb = self._embed(cand_arr)
-        done = np.array(sorted(self.asked), dtype=int)
-        anchors = self._embed(done) if len(done) else None
-        pick = farthest_points(emb, self.batch_size, anchors)
-        return [int(cand_arr[i]) for i in pick]
+    def acquisition(self, samples: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        """(a, μ) over `samples`: a = μ − κσ of the members' z-scored predictions (lower =
+        better); μ alone is the predicted rank score."""
+        x = self._x(samples)
+        p = np.stack([np.asarray(m.predict(x), dtype=np.float64) for m in self.members()])
+        z = _zscore(p)  # (K, N)
+        mu = z.mean(0)
+        sigma = z.std(0) if len(z) > 1 else np.zeros_like(mu)
+        return mu - self.explore * sigma, mu
 
-    def _embed(self, idx: np.ndarray) -> np.ndarray:
-        x = self._x()[idx]
-        if len(self.strong) >= 2:
-            return np.asarray(self.predictor().embed(x), dtype=np.float64)
+    def rank_scores(self, samples: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Predicted goodness of `samples` in rank space (N,), lower = predicted better.
+
+        Before `MIN_LABELS` strong labels: the weak proxy (column 0 of `weak_fn`), or
+        zeros without one.
+        """
+        samples = [self.space.canonical(s) for s in samples]
+        if len(self.labelled) < MIN_LABELS:
+            if self.weak_fn is None:
+                return np.zeros(len(samples))
+            return np.asarray(self.weak_fn(samples), dtype=np.float64).reshape(len(samples), -1)[
+                :, 0
+            ]
+        return self.acquisition(samples)[1]
+
+    # -- candidates ----------------------------------------------------------------------------
+    def _parents(self) -> np.ndarray:
+        """Option indices (P, labels) of the best told architectures, best first."""
+        items = sorted(self.labelled.values(), key=lambda it: self.primary.sign * it[1])
+        top = max(4, math.ceil(0.2 * len(items)))
+        return self.space.encode([s for s, _ in items[:top]], kind="index")
+
+    def _candidates(self) -> list[Sample]:
+        """Mutations and crossovers of the best told, random draws, the rest of the weak
+        pool: canonical, distinct, never asked, within the budgets."""
+        rng, n = self.rng, self.n_candidates
+        parents = self._parents()
+        sizes = np.array([len(c) for _, c in self.space.items()])
+        n_mut = round(self.mutation_share * n)
+        n_rand = round(self.random_share * n)
+        n_cross = n - n_mut - n_rand
+        # mutations: 1–3 labels of a parent (better parents more often), each to another option
+        weights = 1.0 / np.arange(1, len(parents) + 1)
+        pick = rng.choice(len(parents), size=n_mut, p=weights / weights.sum())
+        mut = parents[pick].copy()
+        n_labels = rng.choice([1, 2, 3], size=n_mut, p=[0.5, 0.3, 0.2])
+        mutable = np.flatnonzero(sizes > 1)
+        for i in range(n_mut):  # O(candidates) small numpy ops, not per label of a sample
+            labs = rng.choice(mutable, size=min(int(n_labels[i]), len(mutable)), replace=False)
+            shift = 1 + rng.integers(0, sizes[labs] - 1)
+            mut[i, labs] = (mut[i, labs] + shift) % sizes[labs]
+        # uniform crossover of two parents
+        a, b = rng.integers(len(parents), size=(2, n_cross))
+        mask = rng.random((n_cross, len(sizes))) < 0.5
+        cross = np.where(mask, parents[a], parents[b])
+        rand = rng.integers(0, sizes, size=(n_rand, len(sizes)))
+        idx = np.concatenate([mut, cross, rand])
+        fresh = self.space.decode(idx) + self.pool
+        skip = self.asked | self.failed
+        return self._within(self._distinct(fresh, skip))
+
+    # -- rounds --------------------------------------------------------------------------------
+    def _strata(self, samples: list[Sample]) -> np.ndarray:
+        """Stratum of each sample: quantile bin of the stratifying cost (0 without one)."""
+        if self.stratum is None or self.cost_fn is None or self.n_bins == 1:
+            return np.zeros(len(samples), dtype=int)
+        try:
+            c = np.asarray(self.cost_fn(samples, (self.stratum,))[self.stratum], np.float64)
+        except (ConfigError, KeyError):  # the second objective is a metric, not a cost
+            self.stratum = None
+            return np.zeros(len(samples), dtype=int)
+        edges = np.quantile(c, np.linspace(0, 1, self.n_bins + 1)[1:-1])
+        return np.searchsorted(edges, c)
+
+    def _embed(self, samples: list[Sample]) -> np.ndarray:
+        x = self._x(samples)
+        if len(self.labelled) >= MIN_LABELS:
+            return np.asarray(self.members()[0].embed(x), dtype=np.float64)
         return x.astype(np.float64)
 
-    # -- ask / tell ---------------------------------------------------------------------------
-    def ask(self) -> dict[str, Any]:
+    def _next_batch(self) -> list[Sample]:
+        if len(self.labelled) < MIN_LABELS:
+            skip = self.asked | self.failed
+            free = [i for i, s in enumerate(self.pool) if sample_key(s) not in skip]
+            cands = [self.pool[i] for i in free]
+            score = self.weak[free, 0] if self.weak is not None else self.rng.random(len(free))
+        else:
+            cands = self._candidates()
+            score = self.acquisition(cands)[0] if cands else np.zeros(0)
+        if not cands:
+            return []
+        strata = self._strata(cands)
+        per = int(np.ceil(2 * self.batch_size / max(1, len(np.unique(strata)))))
+        short = []
+        for b in np.unique(strata):
+            members = np.flatnonzero(strata == b)
+            short += [int(i) for i in members[np.argsort(score[members], kind="stable")][:per]]
+        short_s = [cands[i] for i in short]
+        done = [s for s, _ in self.labelled.values()]
+        anchors = self._embed(done) if done else None
+        pick = farthest_points(self._embed(short_s), self.batch_size, anchors)
+        return [short_s[i] for i in pick]
+
+    # -- ask / tell -------------------------------------------------------------------------------
+    def ask(self) -> Sample:
         self._ensure_pool()
         if not self.queue:
             self.queue = self._next_batch()
-        if not self.queue:
-            log.warning("predictor-guided: the pool is exhausted; asking a random architecture")
-            self.n_asked += 1
-            return dict(self.space.canonical(self.space.sample(rng=self.rng)))
-        i = self.queue.pop(0)
-        self.asked.add(i)
         self.n_asked += 1
-        return dict(self.pool[i])
-
-    def _index(self, sample: Mapping[str, Any]) -> int | None:
-        h = self.space.freeze(sample).hash
-        for i, s in enumerate(self.pool):
-            if self.space.freeze(s).hash == h:
-                return i
-        return None
+        if not self.queue:
+            log.warning("predictor-guided: no unasked candidate is left; asking a random one")
+            return self.space.canonical(self.space.sample(rng=self.rng))
+        s = self.queue.pop(0)
+        self.asked.add(sample_key(s))
+        return dict(s)
 
     def tell(self, sample: Mapping[str, Any], metrics: Mapping[str, float] | None) -> None:
         self.n_told += 1
-        i = self._index(sample)
-        if i is None:
-            return
+        s = self.space.canonical(sample)
+        k = sample_key(s)
+        self.asked.add(k)  # a warm start or a resumed trial is never asked again
         if (
             metrics is None
             or self.primary.name not in metrics
-            or np.isnan(metrics[self.primary.name])
+            or np.isnan(float(metrics[self.primary.name]))
         ):
-            self.failed.add(i)
+            self.failed.add(k)
             return
-        self.strong[i] = float(metrics[self.primary.name])
-        self.failed.discard(i)  # a retried trial that failed before
+        self.labelled[k] = (s, float(metrics[self.primary.name]))
+        self.failed.discard(k)  # a retried trial that failed before
 
-    def propose(self, k: int = 1) -> list[dict[str, Any]]:
-        """The predicted top-k of the pool (all within the budgets by construction)."""
+    def propose(self, k: int = 1) -> list[Sample]:
+        """The predicted top-k of the told architectures and a fresh candidate set."""
         self._ensure_pool()
-        order = np.argsort(self._scores())
-        return [dict(self.pool[i]) for i in order[:k]]
+        if len(self.labelled) < MIN_LABELS:
+            order = np.argsort(self.rank_scores(self.pool), kind="stable")
+            return [dict(self.pool[i]) for i in order[:k]]
+        told = self._within([s for s, _ in self.labelled.values()])
+        cands = told + self._candidates()
+        order = np.argsort(self.acquisition(cands)[1], kind="stable")
+        return [dict(cands[i]) for i in order[:k]]
 
-    # -- state ------------------------------------------------------------------------------
+    # -- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
             **super().state_dict(),
             "pool": self.pool,
             "weak": None if self.weak is None else self.weak.tolist(),
-            "strong": {str(k): v for k, v in self.strong.items()},
+            "labelled": [[s, v] for s, v in self.labelled.values()],
             "failed": sorted(self.failed),
-            "queue": list(self.queue),
             "asked": sorted(self.asked),
+            "queue": list(self.queue),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
         self.pool = [dict(s) for s in state["pool"]]
         self.weak = None if state["weak"] is None else np.asarray(state["weak"], dtype=np.float64)
-        self.strong = {int(k): float(v) for k, v in state["strong"].items()}
+        self.labelled = {sample_key(s): (dict(s), float(v)) for s, v in state["labelled"]}
         self.failed = set(state["failed"])
-        self.queue = list(state["queue"])
         self.asked = set(state["asked"])
-        self._predictor, self._fitted_on, self._X = None, -1, None
+        self.queue = [dict(s) for s in state["queue"]]
+        self._members, self._fitted_on, self._base = None, -1, None

@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from cost_kit import one_hot_probs
 
 import search_spaces  # noqa: F401
 from latency_tables.calibration import Calibration, block_counts
@@ -101,12 +102,7 @@ def test_expected_latency_is_exact_on_one_hot_and_differentiable(setup):
     space, _st, _, table = setup
     cm = CostModel(space, table)
     s = space.sample(4)
-    onehot = {
-        lab: torch.nn.functional.one_hot(
-            torch.tensor(space[lab].index(s[lab])), len(space[lab])
-        ).double()
-        for lab in space.labels
-    }
+    onehot = one_hot_probs(space, s)
     assert cm.expected(onehot).item() == pytest.approx(cm.predict([s])[0], rel=1e-9)
     logits = {lab: torch.zeros(len(space[lab]), requires_grad=True) for lab in space.labels}
     e = cm.expected({lab: torch.softmax(v, 0) for lab, v in logits.items()})
@@ -131,12 +127,7 @@ def test_calibrated_cost_model_applies_the_calibration_everywhere(setup):
     # the expectation is calibrated too: exact on one-hot probabilities (depth labels
     # remove blocks, so the per-block terms must follow P(block present))
     s = specs[0].sample_dict
-    onehot = {
-        lab: torch.nn.functional.one_hot(
-            torch.tensor(space[lab].index(s[lab])), len(space[lab])
-        ).double()
-        for lab in space.labels
-    }
+    onehot = one_hot_probs(space, s)
     assert cm.expected(onehot).item() == pytest.approx(costs["latency_ms"][0], rel=1e-9)
     uniform = {lab: torch.full((len(space[lab]),), 1 / len(space[lab])) for lab in space.labels}
     mc = cm.predict(space.sample_many(4000, rng=5)).mean()

@@ -1,0 +1,125 @@
+"""The predictor-guided search: a moving pool, documented defaults, zero-cost weak labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import kendalltau
+
+import search_spaces  # noqa: F401  (registers test_mobile_unet)
+from latency_tables.cost import CostModel
+from nas.errors import ConfigError
+from nas.space import SearchSpace
+from nas.strategies import make_strategy
+from nas.strategies.base import sample_key
+from nas.supernet import get_space
+from predictors.kit import available_costs
+
+OPS = ["none", "skip", "conv1x1", "conv3x3", "avgpool"]
+
+
+def cell_space() -> SearchSpace:
+    """A NAS-Bench-201-like cell: 6 edges × 5 operations (15625 architectures)."""
+    return SearchSpace.from_choices({f"edge.{i}": OPS for i in range(6)}, name="cell")
+
+
+def additive_truth(space: SearchSpace, seed: int = 0):
+    """A known objective (higher is better): per-edge option effects plus one interaction."""
+    effects = np.random.default_rng(seed).normal(size=(len(space), len(OPS)))
+
+    def f(samples) -> np.ndarray:
+        idx = space.encode(samples, kind="index")
+        v = effects[np.arange(len(space)), idx].sum(1)
+        return v + 0.5 * (idx[:, 0] == idx[:, 1])
+
+    return f
+
+
+def drive(strategy, truth, n: int) -> list[dict]:
+    asked = []
+    for _ in range(n):
+        s = strategy.ask()
+        strategy.tell(s, {"acc": float(truth([s])[0])})
+        asked.append(s)
+    return asked
+
+
+def test_defaults_search_a_from_choices_space_and_keep_asking_beyond_the_pool():
+    space = cell_space()
+    truth = additive_truth(space)
+    st = make_strategy(
+        "predictor", space, {"acc": "max"}, 0, pool_size=8, ensemble=2, candidates=128
+    )
+    assert st.weak_fn is None  # a from_choices space has nothing to count: no weak labels
+    asked = drive(st, truth, 32)
+    keys = [sample_key(s) for s in asked]
+    assert len(set(keys)) == 32, "the strategy asked an architecture twice"
+    pool = {sample_key(s) for s in st.pool}
+    assert sum(k not in pool for k in keys) >= 24, "past the pool, it must propose new archs"
+    # the moving pool finds better archs than the first round's random designs
+    values = truth(asked)
+    assert values[16:].mean() > values[:8].mean()
+    # the ranker's predictions (lower = better) rank unseen archs like the truth
+    hold = space.sample_many(300, rng=7)
+    assert kendalltau(-st.rank_scores(hold), truth(hold)).statistic > 0.25
+
+
+def test_state_round_trip_asks_the_same_next():
+    space = cell_space()
+    truth = additive_truth(space, 1)
+    a = make_strategy(
+        "predictor", space, {"acc": "max"}, 3, pool_size=8, ensemble=2, candidates=128
+    )
+    drive(a, truth, 10)
+    b = make_strategy(
+        "predictor", space, {"acc": "max"}, 3, pool_size=8, ensemble=2, candidates=128
+    )
+    b.load_state_dict(a.state_dict())
+    assert [a.ask() for _ in range(6)] == [b.ask() for _ in range(6)]
+
+
+def test_zero_cost_weak_labels_come_from_the_cost_model_of_a_registered_space():
+    space = get_space("test_mobile_unet").space()
+    cost = CostModel(space)  # no table: params and MACs, no latency
+    assert available_costs(space, cost.costs) == ("params", "macs")
+    st = make_strategy("predictor", space, {"val_loss": "min"}, 0, cost_fn=cost.costs, pool_size=16)
+    st.ask()
+    assert st.weak is not None and st.weak.shape == (16, 2)
+    params = cost.costs(st.pool, ("params",))["params"]
+    # column 0 is −log params: a larger model is predicted better (lower)
+    np.testing.assert_allclose(st.weak[:, 0], -np.log(params))
+    # a from_choices space gives no costs: the kit degrades to no weak labels
+    assert available_costs(cell_space(), CostModel(cell_space()).costs) == ()
+
+
+def test_budgets_hold_for_every_ask_and_need_a_cost_function():
+    space = get_space("test_mobile_unet").space()
+    cost = CostModel(space)
+    params = cost.costs(space.sample_many(200, rng=0), ("params",))["params"]
+    limit = float(np.quantile(params, 0.5))
+    st = make_strategy(
+        "predictor",
+        space,
+        {"val_loss": "min"},
+        0,
+        cost_fn=cost.costs,
+        budgets={"params": limit},
+        pool_size=8,
+        candidates=64,
+        ensemble=2,
+    )
+    asked = []
+    for i in range(14):
+        s = st.ask()
+        st.tell(s, {"val_loss": float(i % 5)})
+        asked.append(s)
+    assert (cost.costs(asked, ("params",))["params"] <= limit).all()
+    with pytest.raises(ConfigError, match="need a cost_fn"):
+        make_strategy("predictor", space, {"val_loss": "min"}, 0, budgets={"params": limit})
+
+
+def test_bad_options_are_refused_naming_the_option():
+    with pytest.raises(ConfigError, match="ensemble must be an int ≥ 1"):
+        make_strategy("predictor", cell_space(), {"acc": "max"}, 0, ensemble=0)
+    with pytest.raises(ConfigError, match="mutation_share and random_share"):
+        make_strategy("predictor", cell_space(), {"acc": "max"}, 0, random_share=0.9)
