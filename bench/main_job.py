@@ -125,10 +125,20 @@ def main() -> None:
                 "measured_latency_ms",
                 "params",
                 "bytes",
+                "scores",
             )
         },
         "exports": [
-            {k: e[k] for k in ("trial", "val_loss", "predicted_latency_ms", "measured_latency_ms")}
+            {
+                k: e[k]
+                for k in (
+                    "trial",
+                    "val_loss",
+                    "scores",
+                    "predicted_latency_ms",
+                    "measured_latency_ms",
+                )
+            }
             for e in summary["exports"]
         ],
         "run_dir": str(run.relative_to(ROOT)),

@@ -3,6 +3,7 @@ show yet (and which run it skips) instead of raising."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -35,9 +36,9 @@ def _trial(i: int, state: str = "completed", strategy: str = "random") -> Trial:
     )
 
 
-def _run(root: Path, trials: list[Trial], summary: bool) -> Path:
+def _run(root: Path, trials: list[Trial], summary: bool, cfg=None) -> Path:
     """A run directory as `nas search` leaves it (config.yaml, trials.jsonl, summary.json)."""
-    run = RunDir.create(load_config(ROOT / "experiments" / "smoke.yaml"), root=root)
+    run = RunDir.create(cfg or load_config(ROOT / "experiments" / "smoke.yaml"), root=root)
     store = TrialStore(run.path)
     for t in trials:
         store.append(t)
@@ -108,6 +109,33 @@ def test_an_experiment_with_an_unfinished_run_skips_it_by_name(tmp_path, monkeyp
     assert f"{unfinished / 'summary.json'} does not exist yet" in text
     assert "predicted vs measured: nothing to plot yet" in text
     assert f"skipping {unfinished}: no summary.json" in text
+
+
+def test_a_run_steered_by_fid_is_drawn_on_fid_with_its_samples(tmp_path, monkeypatch):
+    import yaml
+    from PIL import Image
+
+    from nas.config import parse_config
+
+    doc = yaml.safe_load((ROOT / "experiments" / "smoke.yaml").read_text())
+    doc["search"]["objectives"] = {"fid": "min", "latency_ms": "min"}
+    trials = [_trial(i) for i in range(4)]
+    for t in trials:
+        t.metrics["fid"] = 100.0 - 10 * t.metrics["val_loss"]  # fid disagrees with val_loss
+    run = _run(tmp_path / "runs", trials, summary=True, cfg=parse_config(doc))
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(run / "samples.png")
+    summary = json.loads((run / "summary.json").read_text())
+    summary["sample_quality"] = {"chosen t3": {"fid": 97.5}}
+    write_json(run / "summary.json", summary)
+    text, images = _execute(monkeypatch, MQNAS_RUN=str(run))
+    assert images == 4  # front, samples, predicted vs measured, strategies compared
+    assert "chosen t3 {'fid': 97.5}" in text
+    # the trials table leads with the run's objectives and is sorted by fid, best first
+    header = next(line for line in text.splitlines() if " fid " in line and "latency_ms" in line)
+    assert header.split()[:4] == ["id", "state", "fid", "latency_ms"]
+    rows = text[text.index(header) :].splitlines()[1:5]  # the four trials, as shown
+    fids = [float(line.split()[3]) for line in rows]
+    assert fids == sorted(fids) and len(fids) == 4
 
 
 def test_the_helpers_take_frames_without_a_completed_trial(tmp_path):

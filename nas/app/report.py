@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -83,6 +83,8 @@ class ExportedArch:
     params: float | None
     bytes: float | None
     export: str
+    #: the trial's other objective metrics (e.g. ``fid`` when it steers the search)
+    scores: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def train_command(self) -> str:
@@ -125,8 +127,14 @@ class RunSummary:
         }
 
 
-#: The columns of the front that the report tabulates (those the trials have).
+#: The columns of the front that the report tabulates (those the trials have), after the
+#: objectives.
 FRONT_COLUMNS = ("val_loss", "latency_ms", "params", "bytes")
+
+
+def front_columns(objectives: dict[str, str]) -> list[str]:
+    """The objectives, then the rest of `FRONT_COLUMNS`."""
+    return list(dict.fromkeys([*objectives, *FRONT_COLUMNS]))
 
 
 def finish_run(
@@ -186,7 +194,7 @@ def summarize(
         sample = json.loads(row["sample"])
         # the same check as `nas export`: ids come from trials.jsonl, which may be crafted
         out = trial_dir(run.export_dir, str(row["id"]), inside=run.path)
-        metrics = {k: _num(row.get(k)) for k in FRONT_COLUMNS}
+        metrics = {k: _num(row.get(k)) for k in front_columns(objectives)}
         export(supernet, sample, out, metrics={**metrics, **export_context(cfg, supernet)})
         exports.append(
             ExportedArch(
@@ -198,9 +206,10 @@ def summarize(
                 params=metrics["params"],
                 bytes=metrics["bytes"],
                 export=str(out),
+                scores={k: metrics[k] for k in objectives if k not in FRONT_COLUMNS},
             )
         )
-    cols = [c for c in FRONT_COLUMNS if c in front.columns]
+    cols = [c for c in front_columns(objectives) if c in front.columns]
     return RunSummary(
         experiment=cfg.name,
         space=cfg.space,
@@ -235,7 +244,8 @@ def fmt(v: Any, spec: str = ".4g") -> str:
 def render_report(summary: RunSummary) -> str:
     """``report.md``: the run's settings, the chosen architecture, exports and the front."""
     chosen = summary.chosen
-    cols = [c for c in FRONT_COLUMNS if summary.front and c in summary.front[0]]
+    cols = [c for c in front_columns(summary.objectives) if summary.front and c in summary.front[0]]
+    score_cols = list(chosen.scores)
     lines = [
         f"# {summary.experiment}: search report",
         "",
@@ -248,6 +258,7 @@ def render_report(summary: RunSummary) -> str:
         "",
         f"- trial `{chosen.trial}`: `{chosen.arch}`",
         f"- validation loss: {fmt(chosen.val_loss)}",
+        *(f"- {k}: {fmt(v)}" for k, v in chosen.scores.items()),
         (
             f"- latency: predicted {fmt(chosen.predicted_latency_ms, '.3f')} ms, "
             f"measured end to end {fmt(chosen.measured_latency_ms, '.3f')} ms"
@@ -258,12 +269,15 @@ def render_report(summary: RunSummary) -> str:
         "",
         "## Exported architectures",
         "",
-        "| trial | val_loss | predicted ms | measured ms | params | export |",
-        "|---|---|---|---|---|---|",
+        "| trial | "
+        + "".join(f"{k} | " for k in score_cols)
+        + "val_loss | predicted ms | measured ms | params | export |",
+        "|---|" + "---|" * (len(score_cols) + 5),
     ]
     for e in summary.exports:
+        scores = "".join(f"{fmt(e.scores.get(k))} | " for k in score_cols)
         lines.append(
-            f"| `{e.trial}` | {fmt(e.val_loss)} | {fmt(e.predicted_latency_ms, '.3f')}"
+            f"| `{e.trial}` | {scores}{fmt(e.val_loss)} | {fmt(e.predicted_latency_ms, '.3f')}"
             f" | {fmt(e.measured_latency_ms, '.3f')} | {fmt(e.params, ',.0f')} | "
             f"`{e.export}` |"
         )

@@ -119,7 +119,7 @@ def test_notebook_runs_on_the_run(smoke_run):
         for o in c.get("outputs", [])
         if "image/png" in o.get("data", {})
     ]
-    assert len(images) >= 3  # front, predicted vs measured, strategies compared
+    assert len(images) >= 4  # front, samples, predicted vs measured, strategies compared
 
 
 def test_dry_run_of_the_full_scale_experiment(tmp_path):

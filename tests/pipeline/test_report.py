@@ -77,3 +77,22 @@ def test_report_shows_the_samples_and_their_quality():
     assert "- chosen t0: cond_accuracy 0.5, fid 12" in text
     assert "- max: no metrics" in text
     assert "## Samples" not in render_report(_summary())
+
+
+def test_report_shows_a_quality_objective_beside_the_loss():
+    base = _summary()
+    exports = tuple(
+        dataclasses.replace(e, scores={"fid": 40.0 + i}) for i, e in enumerate(base.exports)
+    )
+    s = dataclasses.replace(
+        base,
+        objectives={"fid": "min", "latency_ms": "min"},
+        front=({"id": "t0", "fid": 40.0, "val_loss": 0.1, "latency_ms": 5.0},),
+        exports=exports,
+    )
+    text = render_report(s)
+    assert "- fid: 40" in text
+    assert "| trial | fid | val_loss | predicted ms |" in text
+    assert "| `t1` | 41 | 1.1 | 6.000 |" in text
+    assert "| trial | fid | latency_ms | val_loss |" in text  # the objectives lead the front
+    assert json.loads(json.dumps(s.to_json()))["chosen"]["scores"] == {"fid": 40.0}
