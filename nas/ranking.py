@@ -93,7 +93,8 @@ class RankingKit:
     """
 
     encoder: Encoder
-    predictor_factory: Callable[[], Predictor]
+    #: one factory, or several whose rankers an ensemble takes in turn
+    predictor_factory: Callable[[], Predictor] | tuple[Callable[[], Predictor], ...]
     weak_fn: WeakFn | None
 
 

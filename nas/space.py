@@ -58,6 +58,16 @@ class Choice:
             object.__setattr__(self, "default", opts[-1])
         elif self.default not in opts:
             raise ConfigError(f"Choice default {self.default!r} is not among {list(opts)}")
+        # membership in O(1): validation runs on every candidate a strategy screens.
+        # bool is an int in Python: the flag keeps True from matching an option 1.
+        object.__setattr__(self, "_allowed", frozenset((o, isinstance(o, bool)) for o in opts))
+
+    def allows(self, value: Any) -> bool:
+        """Whether `value` is one of the options (True is not 1)."""
+        try:
+            return (value, isinstance(value, bool)) in self._allowed
+        except TypeError:  # unhashable: no JSON scalar, so no option
+            return False
 
     def __len__(self) -> int:
         return len(self.options)
@@ -179,8 +189,7 @@ class SearchSpace:
             )
         for label, c in self._choices.items():
             v = sample[label]
-            # bool is an int in Python: keep True from matching an option 1.
-            if not any(v == o and isinstance(v, bool) == isinstance(o, bool) for o in c.options):
+            if not c.allows(v):
                 raise InvalidSampleError(
                     f"sample[{label!r}] = {v!r} is not allowed; options: {list(c.options)}"
                 )

@@ -5,7 +5,11 @@ nothing, for any `SearchSpace`:
 
 - encoder: `SpaceEncoder(space, "mixed")` — one-hot per label plus the option index of
   every numeric, ordered label (a width or a depth is also a magnitude);
-- ranker: LambdaRank (`predictors.lambdarank`), seeded;
+- rankers: LambdaRank (`predictors.lambdarank`, pretrained on the weak labels) and a GP
+  on rank normal scores (`predictors.gaussian_process`), which the ensemble takes in
+  turn: the GP ranks better from few labels on the problems of
+  `bench/ranking_problems.py`, LambdaRank carries the weak labels, and where the two
+  disagree is where the acquisition explores;
 - weak labels: the zero-cost proxies of White et al. 2021 ("How Powerful are Performance
   Predictors in Neural Architecture Search?", §4: params and MACs rank architectures
   about as well as many trained predictors at zero cost) that `cost_fn` can give:
@@ -26,7 +30,7 @@ import numpy as np
 from nas.errors import MqnasError
 from nas.ranking import KITS, RankingKit, WeakFn
 from nas.space import SearchSpace
-from predictors.base import make_predictor
+from predictors.base import Predictor, make_predictor
 from predictors.encoders import SpaceEncoder
 
 log = logging.getLogger(__name__)
@@ -74,12 +78,20 @@ def zero_cost_weak(
     return weak
 
 
+def rankers(seed: int, device: str = "cpu") -> tuple[Callable[[], Predictor], ...]:
+    """The kit's ranker factories: LambdaRank (on `device`) and the GP, seeded."""
+    return (
+        lambda: make_predictor("lambdarank", seed=seed, max_steps=STEPS, device=device),
+        lambda: make_predictor("gp", seed=seed),
+    )
+
+
 def default_kit(
     space: SearchSpace, cost_fn: Callable[..., Mapping[str, Any]] | None, seed: int
 ) -> RankingKit:
     return RankingKit(
         encoder=SpaceEncoder(space, "mixed"),
-        predictor_factory=lambda: make_predictor("lambdarank", seed=seed, max_steps=STEPS),
+        predictor_factory=rankers(seed),
         weak_fn=zero_cost_weak(space, cost_fn),
     )
 

@@ -139,25 +139,35 @@ class StrategyFactory:
 
 
 def predictor_inputs(ctx: RunContext, cost) -> dict[str, Any]:
-    """What the predictor-guided strategy needs: weak labels, an encoder, a predictor."""
+    """What the predictor-guided strategy needs on an experiment: the default kit's
+    components, with the supernet's loss under inherited weights as the first weak label
+    (AceNAS' weak supervision) before the zero-cost ones, the rankers on the experiment's
+    device, and the costs the cost model has as encoder features."""
     from nas.evaluators import SupernetEvaluator
-    from predictors import make_predictor
     from predictors.encoders import SpaceEncoder
+    from predictors.kit import ZERO_COST, rankers, zero_cost_weak
 
     cfg = ctx.cfg
     space = space_entry(cfg.space).space()
+    zero_cost = zero_cost_weak(space, cost.costs)
 
     def weak_fn(samples: Sequence[Mapping[str, Any]]) -> np.ndarray:
         net = ctx.supernet()
         ev = SupernetEvaluator(net, build_task(cfg, net))
-        scores = ev.score_many(samples, progress=ctx.progress)
-        c = cost.costs(samples, ("latency_ms", "params"))
-        return np.stack([scores, c["latency_ms"], c["params"]], 1)
+        cols = [np.asarray(ev.score_many(samples, progress=ctx.progress))[:, None]]
+        if zero_cost is not None:
+            cols.append(zero_cost(samples))
+        return np.concatenate(cols, 1)
 
     return {
         "weak_fn": weak_fn,
-        "encoder": SpaceEncoder(space, "onehot", cost_model=cost),
-        "predictor_factory": lambda: make_predictor("lambdarank", seed=cfg.seed, device=cfg.device),
+        "encoder": SpaceEncoder(
+            space,
+            "mixed",
+            cost_model=cost,
+            cost_features=[c for c in ZERO_COST if c in cost.available_costs],
+        ),
+        "predictor_factory": rankers(cfg.seed, cfg.device),
         "cost_fn": cost.costs,
     }
 

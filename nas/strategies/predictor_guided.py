@@ -12,7 +12,9 @@ Neural Architecture Search", Algorithm 1) and BRP-NAS (Dudziak et al. 2020):
 2. first round: the weak labels' best of each latency stratum (no weak labels: a
    diverse random set), thinned by greedy farthest-point selection;
 3. every next round: fine-tune an *ensemble* of `ensemble` rankers on the strong labels
-   told so far (LambdaRank on NDCG; each member on a random 80 % of them), then build
+   told so far (the factories' rankers in turn — by default LambdaRank on NDCG and a GP
+   on rank normal scores; the first of each kind on every label, the others on a random
+   80 % of them), then build
    `candidates` fresh candidates around what is known to be good — mutations (1–3
    labels) and uniform crossovers of the best told architectures, plus uniform random
    draws for exploration, plus what is left of the weak pool — keep those within the
@@ -33,8 +35,8 @@ gives it) is ours: the search serves a latency/quality front, and the best-predi
 architectures of a pool are otherwise all large. The strategy never runs a model: the
 weak labels come from `weak_fn`, the features from an `encoder`, the rankers from
 `predictor_factory` (the `nas.ranking` protocols). Left out, they are the defaults of
-`nas.ranking.default_kit` (`predictors`: a one-hot + ordinal encoder, LambdaRank, and
-zero-cost weak labels from `cost_fn`). Its state is JSON (weak pool, weak labels, strong
+`nas.ranking.default_kit` (`predictors`: a one-hot + ordinal encoder, LambdaRank and a
+GP, and zero-cost weak labels from `cost_fn`). Its state is JSON (weak pool, weak labels, strong
 labels, queue, generator); the rankers are retrained deterministically on restore.
 """
 
@@ -99,7 +101,8 @@ class PredictorGuided(Strategy):
     objective, lower is better); None: the default kit's zero-cost labels from
     `cost_fn` (none without one: the ranker then learns from strong labels alone).
     encoder: a `nas.ranking.Encoder`; predictor_factory: a new `nas.ranking.Predictor`
-    per fit (both default to the kit's). cost_fn: samples, names → {name: (N,)}, like
+    per fit, or several factories whose rankers the ensemble takes in turn (both
+    default to the kit's: LambdaRank and a GP). cost_fn: samples, names → {name: (N,)}, like
     `CostModel.costs`; budgets: cost name → upper bound (needs cost_fn).
     pool_size: the weak pool; batch_size: asks per round; n_bins: latency strata;
     candidates: fresh candidates screened per round; ensemble: rankers per round;
@@ -115,14 +118,16 @@ class PredictorGuided(Strategy):
         *,
         weak_fn: Callable[[Sequence[Mapping[str, Any]]], np.ndarray] | None = None,
         encoder: Encoder | None = None,
-        predictor_factory: Callable[[], Predictor] | None = None,
+        predictor_factory: Callable[[], Predictor]
+        | Sequence[Callable[[], Predictor]]
+        | None = None,
         cost_fn: Callable[..., Mapping[str, np.ndarray]] | None = None,
         budgets: Mapping[str, float] | None = None,
         pool_size: int = 256,
         batch_size: int = 4,
         n_bins: int = 4,
         candidates: int = 512,
-        ensemble: int = 3,
+        ensemble: int = 4,
         explore: float = 0.5,
         mutation_share: float = 0.5,
         random_share: float = 0.25,
@@ -162,7 +167,12 @@ class PredictorGuided(Strategy):
             "the predictor strategy's encoder",
             "pass predictors.SpaceEncoder(space) or an object with fitted, fit and transform",
         )
-        self.weak_fn, self.encoder, self.predictor_factory = weak_fn, encoder, predictor_factory
+        self.weak_fn, self.encoder = weak_fn, encoder
+        self.factories = (
+            (predictor_factory,) if callable(predictor_factory) else tuple(predictor_factory)
+        )
+        if not self.factories:
+            raise ConfigError("predictor strategy: predictor_factory is an empty sequence")
         self.cost_fn, self.budgets = cost_fn, dict(budgets or {})
         self.pool_size, self.batch_size, self.n_bins = pool_size, batch_size, n_bins
         self.n_candidates, self.ensemble, self.explore = candidates, ensemble, float(explore)
@@ -178,7 +188,7 @@ class PredictorGuided(Strategy):
         self.queue: list[Sample] = []
         self._members: list[Predictor] | None = None
         self._fitted_on = -1
-        self._base: Predictor | None = None  # pretrained on the weak pool, copied per member
+        self._bases: list[Predictor] | None = None  # per factory, pretrained on the weak pool
 
     # -- weak pool ---------------------------------------------------------------------------
     def _within(self, samples: list[Sample]) -> list[Sample]:
@@ -227,9 +237,9 @@ class PredictorGuided(Strategy):
             self.encoder.fit(self.pool)
         return np.asarray(self.encoder.transform(list(samples)), dtype=np.float32)
 
-    def _new_predictor(self) -> Predictor:
+    def _new_predictor(self, factory: Callable[[], Predictor]) -> Predictor:
         return require(
-            self.predictor_factory(),
+            factory(),
             Predictor,
             "what predictor_factory returned",
             "return e.g. predictors.make_predictor('lambdarank', seed=...)",
@@ -240,10 +250,12 @@ class PredictorGuided(Strategy):
         n = len(self.labelled)
         if self._members is not None and self._fitted_on == n:
             return self._members
-        if self._base is None:
-            self._base = self._new_predictor()
+        if self._bases is None:
+            self._bases = [self._new_predictor(f) for f in self.factories]
             if self.weak is not None:
-                self._base.pretrain(self._x(self.pool), self.weak)
+                xp = self._x(self.pool)
+                for b in self._bases:
+                    b.pretrain(xp, self.weak)
         items = list(self.labelled.values())
         x = self._x([s for s, _ in items])
         y = np.array([self.primary.sign * v for _, v in items])  # lower is better
@@ -251,9 +263,10 @@ class PredictorGuided(Strategy):
         members = []
         for k in range(self.ensemble):
             idx = np.arange(n)
-            if k > 0 and n >= 5:  # member 0 sees every label; the others a random subset
+            # the first member of each kind sees every label; the others a random subset
+            if k >= len(self._bases) and n >= 5:
                 idx = np.sort(rng.choice(n, size=max(4, math.ceil(SUBSET * n)), replace=False))
-            m = copy.deepcopy(self._base)  # fit restarts from the pretrained weights
+            m = copy.deepcopy(self._bases[k % len(self._bases)])  # restarts from pretraining
             m.fit(x[idx], y[idx])
             members.append(m)
         self._members, self._fitted_on = members, n
@@ -421,4 +434,4 @@ class PredictorGuided(Strategy):
         self.failed = set(state["failed"])
         self.asked = set(state["asked"])
         self.queue = [dict(s) for s in state["queue"]]
-        self._members, self._fitted_on, self._base = None, -1, None
+        self._members, self._fitted_on, self._bases = None, -1, None

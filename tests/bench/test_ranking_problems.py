@@ -190,8 +190,15 @@ def test_a_ranking_strategy_gets_kendall_tau_and_never_counts_as_a_result():
         progress=False,
     )
     assert doc["errors"] == []
-    taus = [doc["results"]["cell201"]["predictor-standin"][n]["kendall_tau"] for n in ("6", "12")]
-    assert all(t is not None and -1 <= t["mean"] <= 1 for t in taus)
+    by = doc["results"]["cell201"]["predictor-standin"]
+    for kind in ("kendall_tau", "kendall_tau_random_labels"):
+        taus = [by[n][kind] for n in ("6", "12")]
+        assert all(t is not None and -1 <= t["mean"] <= 1 for t in taus), kind
+    # the ranker's pick among the told archs is one of them: its truth is a told truth
+    (trace,) = [r for r in doc["traces"] if r["strategy"] == "predictor-standin"]
+    assert set(trace["recommended_truth"]) == {"6", "12"}
+    assert trace["recommended_truth"]["12"] in trace["truth"][:12]
+    assert "recommended_truth" in by["12"]
     assert doc["claims"]["note"].startswith("stand-in")
     assert doc["claims"]["evaluated"] is True
     assert all(v["strategy"] == "random" for v in doc["best_by_mean"]["cell201"].values())

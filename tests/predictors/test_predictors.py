@@ -39,7 +39,7 @@ def unet_encoded():
 
 
 def test_registry_has_the_promised_names():
-    assert {"lambdarank", "gbdt", "rf", "mlp", "params", "macs"} <= set(PREDICTORS.names())
+    assert {"lambdarank", "gp", "gbdt", "rf", "mlp", "params", "macs"} <= set(PREDICTORS.names())
     assert set(COST) == {"params", "macs"}
     with pytest.raises(RegistryError, match="known: .*lambdarank"):
         make_predictor("xgboost")
@@ -118,3 +118,19 @@ def test_input_errors_teach(problem):
     p.fit(X, y)
     with pytest.raises(ConfigError, match="features"):
         p.predict(X[:, :5])
+
+
+def test_the_gp_ranker_sees_ranks_so_an_outlier_label_changes_nothing(problem):
+    """A monotone transform of the labels (one architecture that did not train at all,
+    scored 1000× worse) leaves the GP's ranking unchanged; a squared-error regressor's
+    would bend towards the outlier."""
+    X, y = problem.train(60, 2)
+    worst = int(np.argmax(y))
+    y_out = y.copy()
+    y_out[worst] = y[worst] * 1000
+    Xt = problem.test[0]
+    a = make_predictor("gp", seed=0).fit(X, y).predict(Xt)
+    b = make_predictor("gp", seed=0).fit(X, y_out).predict(Xt)
+    np.testing.assert_allclose(a, b)
+    tau = kendall_tau(problem.test[1], a)
+    assert tau > TAU_AT_100, f"gp from 60 labels: τ = {tau:.3f}"

@@ -52,6 +52,8 @@ def test_defaults_search_a_from_choices_space_and_keep_asking_beyond_the_pool():
     )
     assert st.weak_fn is None  # a from_choices space has nothing to count: no weak labels
     asked = drive(st, truth, 32)
+    # the default ensemble takes LambdaRank and the GP in turn
+    assert [m.name for m in st.members()] == ["lambdarank", "gp"]
     keys = [sample_key(s) for s in asked]
     assert len(set(keys)) == 32, "the strategy asked an architecture twice"
     pool = {sample_key(s) for s in st.pool}

@@ -116,7 +116,7 @@ class TestPredictorGuided(RegisteredStrategy):
                 OBJECTIVES,
                 weak_fn=good.weak_fn,
                 encoder=object(),
-                predictor_factory=good.predictor_factory,
+                predictor_factory=good.factories,
             )
         st = type(good)(
             space,
