@@ -350,10 +350,10 @@ def _tau(
     holdout: list[dict[str, Any]],
     loss: np.ndarray,
     told: Sequence[dict[str, Any]] = (),
-) -> Any:
+) -> tuple[float | None, int | None]:
     """Kendall τ of rank_scores (lower = better) vs the truth as a loss, on a copy of the
     strategy (a fit that rank_scores triggers must not change what the search asks next).
-    Given the `told` architectures: (τ, index of the told arch the ranker scores best) —
+    Returns (τ, index of the `told` arch the ranker scores best, None without any) —
     the ranker's recommendation, which smooths an observation's noise with its neighbours'
     (the posterior-mean incumbent of noisy Bayesian optimisation)."""
     try:
@@ -363,9 +363,8 @@ def _tau(
     scores = np.asarray(probe.rank_scores(holdout), dtype=np.float64)
     t = kendalltau(scores, loss).statistic
     tau = None if not np.isfinite(t) else float(t)
-    if not told:
-        return tau
-    return tau, int(np.argmin(probe.rank_scores(list(told))))
+    pick = int(np.argmin(probe.rank_scores(list(told)))) if told else None
+    return tau, pick
 
 
 def random_label_taus(
@@ -387,7 +386,7 @@ def random_label_taus(
         strat = build(spec, problem, seed)
         for s, v in zip(train[:n], y[:n], strict=True):
             strat.tell(s, {problem.objective: float(v)})
-        out[str(n)] = _tau(strat, holdout, loss)
+        out[str(n)] = _tau(strat, holdout, loss)[0]
     return out
 
 
