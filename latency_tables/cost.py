@@ -58,7 +58,9 @@ class CostModel:
     strict=False, latencies that need a missing key are NaN.
 
     calibration: ``latency_ms`` (and `expected`) become a · T_table + Σ_kind b_kind · n_kind
-    + c (`latency_tables.calibration`); ``table_ms`` is always the raw table sum.
+    + c (`latency_tables.calibration`); ``table_ms`` is always the raw table sum, plus the
+    table's per-inference ``overhead_ms`` when its meta has one (an adapted table's, see
+    `latency_tables.transfer`).
 
     A space whose specs have no conv/linear layer (`has_structure` False, e.g. one declared
     with `SearchSpace.from_choices`) still gets a cost model, whose `available_costs` is
@@ -77,6 +79,8 @@ class CostModel:
         self.calibration = calibration
         self.structure = structure or SpaceStructure(space)
         self.table = table
+        # per inference, owned by no block (an adapted table's fitted c, `transfer`); 0 else
+        self.overhead_ms = float(table.meta.get("overhead_ms", 0.0)) if table else 0.0
         st = self.structure
         self._has_structure = st.has_layers
         if not self._has_structure:
@@ -242,8 +246,13 @@ class CostModel:
             flat = self._flat_index(idx[lo : lo + chunk])
             for w in what:
                 out[w][lo : lo + chunk] = self._tables[w][flat].sum(1)
-        if "latency_ms" in out and self.calibration is not None:
-            out["latency_ms"] += self.calibration.intercept
+        if "table_ms" in out:
+            out["table_ms"] += self.overhead_ms
+        if "latency_ms" in out:
+            cal = self.calibration
+            out["latency_ms"] += (
+                self.overhead_ms if cal is None else cal.scale * self.overhead_ms + cal.intercept
+            )
         return out
 
     def _flat_index(self, idx: np.ndarray) -> np.ndarray:
@@ -334,6 +343,7 @@ class CostModel:
             per_slot = (qcs * tck[:, None, :]).sum(-1)  # (C, S)
             f = torch.as_tensor(frac, dtype=dtype, device=dev)
             total = total + (pc * (f * per_slot).sum(1)).sum()
+        total = total + self.overhead_ms
         if cal is not None:
             return cal.scale * total + glue + cal.intercept
         return total

@@ -5,6 +5,10 @@ The CSV is append-only: each measured key is one line written with a single
 ``write`` and fsynced, so a build killed at any moment loses at most the key it
 was measuring; a torn last line is ignored on load. Re-measured keys append a
 new line; the last line of a key wins. The meta file is replaced atomically.
+
+A table adapted from other devices' tables (`nas latency adapt`, `latency_tables.transfer`)
+has the same layout; its meta says so under ``adapted`` and holds ``overhead_ms``, a
+per-inference time no block owns, which the cost model adds to every architecture.
 """
 
 from __future__ import annotations
@@ -232,16 +236,24 @@ class LatencyTable:
         before anything is written: `load` would refuse the row, and `build_table` records
         the key as failed instead.
         """
-        problem = measurement_problem(entry.measurement) if entry.measurement else None
-        if entry.status == "ok" and problem:
-            raise ValueError(f"measurement of key {entry.key.id}: {problem}")
+        self.add_many([entry])
+
+    def add_many(self, entries: Iterable[Entry]) -> None:
+        """`add` of several entries in one write (all checked before any is written)."""
+        entries = list(entries)
         buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerow(entry.row())
+        writer = csv.writer(buf, lineterminator="\n")
+        for entry in entries:
+            problem = measurement_problem(entry.measurement) if entry.measurement else None
+            if entry.status == "ok" and problem:
+                raise ValueError(f"measurement of key {entry.key.id}: {problem}")
+            writer.writerow(entry.row())
         with open(self.csv_path, "a", encoding="utf-8") as f:
             f.write(buf.getvalue())
             f.flush()
             os.fsync(f.fileno())
-        self._entries[entry.key.id] = entry
+        for entry in entries:
+            self._entries[entry.key.id] = entry
 
     def update_meta(self, **fields: Any) -> None:
         self.meta.update(fields, updated=now())

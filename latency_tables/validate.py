@@ -10,7 +10,7 @@ leave-one-out, so they are not measured on the data they were fitted on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +80,15 @@ def time_end_to_end(
     statistic: str = "min_ms",
     rounds: int = 3,
     progress: bool = False,
+    known: Mapping[tuple[int, int], float] | None = None,
+    record: Callable[[int, int, float], None] | None = None,
 ) -> np.ndarray:
     """`statistic` (ms; use the table's) of every architecture's whole model in each of
     `rounds` interleaved rounds over all of them: (rounds, len(specs)).
+
+    Resumable: `known` holds (architecture index, round) → ms already measured, which are
+    not measured again (an architecture with every round known is not even converted);
+    `record(i, round, ms)` is called after each new measurement, to store it durably.
 
     On a shared machine a slow spell lasts seconds (seen here: one model's median at 8, 13
     and 12 ms in three rounds); interleaving makes a spell hit one round of several models
@@ -91,17 +97,24 @@ def time_end_to_end(
     """
     if rounds < 1:
         raise ValueError(f"rounds must be ≥ 1, got {rounds}")
-    runners = [
-        end_to_end_runner(entry, backend, s, batch)
-        for s in tqdm(specs, desc="converting", unit="arch", disable=not progress)
-    ]
+    known = known or {}
+    todo = [i for i in range(len(specs)) if any((i, r) not in known for r in range(rounds))]
+    runners = {
+        i: end_to_end_runner(entry, backend, specs[i], batch)
+        for i in tqdm(todo, desc="converting", unit="arch", disable=not progress)
+    }
     times = np.empty((rounds, len(specs)))
     with tqdm(
         total=rounds * len(specs), desc="end-to-end rounds", unit="run", disable=not progress
     ) as bar:
         for r in range(rounds):
-            for i, run in enumerate(runners):
-                times[r, i] = getattr(run(), statistic)
+            for i in range(len(specs)):
+                if (i, r) in known:
+                    times[r, i] = known[(i, r)]
+                else:
+                    times[r, i] = getattr(runners[i](), statistic)
+                    if record is not None:
+                        record(i, r, float(times[r, i]))
                 bar.update()
     return times
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +67,34 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
 def read_json(path: str | os.PathLike[str]) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+_append_lock = threading.Lock()  # appends from threads of one process; flock covers processes
+
+
+def append_durably(path: str | os.PathLike[str], data: bytes) -> None:
+    """Append `data` (whole lines) under a lock, flushed and fsynced: a crash leaves at
+    most a torn last line, which the next append starts a fresh line after."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _append_lock:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            _flock(fd)
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                data = b"\n" + data  # a torn line from a crash: start a fresh one
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)  # closing releases the lock
+
+
+def _flock(fd: int) -> None:
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: the in-process lock is all we have
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX)

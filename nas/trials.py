@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import ConfigError
-from nas.io import SAFE_COMPONENT, atomic_write_text
+from nas.io import SAFE_COMPONENT, append_durably, atomic_write_text
 from nas.layout import CONFIG_FILE, RETIRED_TRIALS, TRIALS_JSONL, TRIALS_PARQUET
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,6 @@ _FIELDS = (
     "error",
     "created",
 )
-_lock = threading.Lock()  # appends from threads of one process; flock covers processes
 # A trial id names a directory (``export/<id>/``) and comes from files a user may have been
 # sent, so it must be one harmless path component: Ray Tune's ids (``70ffac67``,
 # ``1a2b3_00001``) and ``uuid4().hex[:12]`` fit; "/", "\", ".." and a leading "." or "-"
@@ -156,7 +155,7 @@ class TrialStore:
     # -- writing ----------------------------------------------------------------------------------
     def append(self, trial: Trial) -> None:
         """Append one line durably (flush + fsync); safe across threads and processes."""
-        _append_durably(self.jsonl, _line(trial))
+        append_durably(self.jsonl, _line(trial))
 
     def snapshot(self) -> Path:
         """Write `frame()` to ``trials.parquet`` atomically; returns its path."""
@@ -185,7 +184,7 @@ class TrialStore:
         failed = [t for t in trials if t.state == "failed"]
         if not failed:
             return []
-        _append_durably(self.retired, b"".join(_line(t) for t in failed))
+        append_durably(self.retired, b"".join(_line(t) for t in failed))
         keep = [t for t in trials if t.state != "failed"]
         atomic_write_text(self.jsonl, "".join(_line(t).decode() for t in keep))
         self.snapshot()
@@ -232,32 +231,6 @@ class TrialStore:
 
 def _line(trial: Trial) -> bytes:
     return json.dumps(trial.to_json(), separators=(",", ":")).encode() + b"\n"
-
-
-def _append_durably(path: Path, data: bytes) -> None:
-    """Append `data` (whole lines) under a lock, flushed and fsynced."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _lock:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            _flock(fd)
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                data = b"\n" + data  # a torn line from a crash: start a fresh one
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)  # closing releases the lock
-
-
-def _flock(fd: int) -> None:
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: the in-process lock is all we have
-        return
-    fcntl.flock(fd, fcntl.LOCK_EX)
 
 
 def _column(values: list[Any]) -> list[Any]:

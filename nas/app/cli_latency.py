@@ -4,6 +4,7 @@ nas latency build    --space S --backend B --device D [--serial X] [--threads N]
 nas latency coverage --space S --backend B --device D
 nas latency show     --backend B --device D
 nas latency validate --space S --backend B --device D [--n 30] [--rounds 5]
+nas latency adapt    --space S --backend B --device NEW --from DEVICE/BACKEND [--n 10] …
 """
 
 from __future__ import annotations
@@ -140,6 +141,43 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _source_table(text: str, root: Path):
+    from latency_tables.table import LatencyTable
+    from nas.errors import ConfigError
+
+    device, sep, backend = text.partition("/")
+    if not sep or not device or not backend or "/" in backend:
+        raise ConfigError(
+            f"--from {text!r}: name a table as DEVICE/BACKEND, e.g. --from cpu-x86_64/onnxruntime"
+        )
+    return LatencyTable.load(root, device, backend)
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from latency_tables.adapt import adapt
+    from nas.app.spaces import resolve_space
+
+    entry = resolve_space(args.space)
+    src = source(args)
+    tables = [_source_table(t, src.root) for t in args.sources]
+    with src.backend.build() as backend:
+        report = adapt(
+            entry,
+            backend,
+            tables,
+            src.root,
+            src.device,
+            n=args.n,
+            seed=args.seed,
+            rounds=args.rounds,
+        )
+    brief = {k: report[k] for k in ("table", "keys", "from", "space", "n", "validation")}
+    brief["overhead_ms"] = report["model"]["overhead_ms"]
+    brief["base_scale"] = report["model"]["base_scale"]
+    sys.stdout.write(json.dumps(brief, indent=2) + "\n")
+    return 0
+
+
 def add_latency_parser(sub: argparse._SubParsersAction) -> None:
     from latency_tables.table import STATISTICS  # light: csv and json only
 
@@ -189,3 +227,26 @@ def add_latency_parser(sub: argparse._SubParsersAction) -> None:
         help="timing rounds over all architectures; each keeps its best round",
     )
     p.set_defaults(func=cmd_validate)
+    p = lsub.add_parser(
+        "adapt",
+        help="a new device's table from N end-to-end runs there and other devices' tables",
+    )
+    _common(p)
+    _backend_opts(p)
+    p.add_argument(
+        "--from",
+        dest="sources",
+        action="append",
+        required=True,
+        metavar="DEVICE/BACKEND",
+        help="a source table under --tables (repeat for several, e.g. two phones' tables)",
+    )
+    p.add_argument("--n", type=int, default=10, help="architectures to measure on the device")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="timing rounds over all architectures; each keeps its best round",
+    )
+    p.set_defaults(func=cmd_adapt)

@@ -217,3 +217,12 @@ def test_digits_features_see_architectures_not_unused_labels():
     slow = space.encode([space.canonical(s) for s in samples], kind="index")[:, struct]
     np.testing.assert_array_equal(fast, slow)
     assert len(struct) == 30
+
+
+def test_known_structure_ceiling_learns_with_labels_and_needs_named_interactions():
+    wide = rp.get_problem("wide_interactions")
+    few = rb.known_structure_ceiling(wide, 30, seeds=2)
+    many = rb.known_structure_ceiling(wide, 400, seeds=2)
+    assert -1.0 <= few < many <= 1.0
+    assert many > 0.7  # the true factor graph, 400 labels: most of the order is learnable
+    assert rb.known_structure_ceiling(rp.get_problem("mixed_cardinality"), 30) is None
