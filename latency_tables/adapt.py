@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from latency_tables.backends.base import Backend
+from latency_tables.build import backend_meta
 from latency_tables.cost import CostModel
 from latency_tables.table import LatencyTable, table_paths
 from latency_tables.transfer import (
@@ -156,11 +157,7 @@ def adapt(
         ],
     }
     meta = {
-        "fingerprint": backend.fingerprint(),
-        "runtime": backend.runtime(),
-        "settings": backend.settings(),
-        "kernel_map": dict(backend.kernel_map),
-        "batch": batch,
+        **backend_meta(backend, batch),
         "statistic": statistic,
         "spaces": [space.name],
         "overhead_ms": model.overhead_ms,

@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -38,6 +39,17 @@ class BuildReport:
     seconds: float
 
 
+def backend_meta(backend: Backend, batch: int) -> dict[str, Any]:
+    """What a table's meta says of the backend it was measured (or adapted) for."""
+    return {
+        "fingerprint": backend.fingerprint(),
+        "runtime": backend.runtime(),
+        "settings": backend.settings(),
+        "kernel_map": dict(backend.kernel_map),
+        "batch": batch,
+    }
+
+
 def open_table(
     root: str | Path,
     device: str,
@@ -49,13 +61,7 @@ def open_table(
     """Open the device's table for `backend`, creating it (predicting with `statistic`);
     refuse a foreign one."""
     csv_path, _ = table_paths(root, device, backend.name)
-    meta = {
-        "fingerprint": backend.fingerprint(),
-        "runtime": backend.runtime(),
-        "settings": backend.settings(),
-        "kernel_map": dict(backend.kernel_map),
-        "batch": batch,
-    }
+    meta = backend_meta(backend, batch)
     if not csv_path.exists():
         return LatencyTable.create(root, device, backend.name, {**meta, "statistic": statistic})
     table = LatencyTable.load(root, device, backend.name)

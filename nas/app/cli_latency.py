@@ -178,6 +178,17 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _end_to_end_opts(p: argparse.ArgumentParser, n: int, rounds: int) -> None:
+    p.add_argument("--n", type=int, default=n, help="architectures to measure end to end")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=rounds,
+        help="timing rounds over all architectures; each keeps its best round",
+    )
+
+
 def add_latency_parser(sub: argparse._SubParsersAction) -> None:
     from latency_tables.table import STATISTICS  # light: csv and json only
 
@@ -218,14 +229,7 @@ def add_latency_parser(sub: argparse._SubParsersAction) -> None:
     )
     _common(p)
     _backend_opts(p)
-    p.add_argument("--n", type=int, default=30, help="architectures to measure end to end")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--rounds",
-        type=int,
-        default=5,
-        help="timing rounds over all architectures; each keeps its best round",
-    )
+    _end_to_end_opts(p, n=30, rounds=5)
     p.set_defaults(func=cmd_validate)
     p = lsub.add_parser(
         "adapt",
@@ -241,12 +245,5 @@ def add_latency_parser(sub: argparse._SubParsersAction) -> None:
         metavar="DEVICE/BACKEND",
         help="a source table under --tables (repeat for several, e.g. two phones' tables)",
     )
-    p.add_argument("--n", type=int, default=10, help="architectures to measure on the device")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--rounds",
-        type=int,
-        default=3,
-        help="timing rounds over all architectures; each keeps its best round",
-    )
+    _end_to_end_opts(p, n=10, rounds=3)
     p.set_defaults(func=cmd_adapt)
