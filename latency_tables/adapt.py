@@ -28,7 +28,7 @@ from latency_tables.transfer import (
     group_sums,
     read_log,
 )
-from latency_tables.validate import metrics, time_end_to_end
+from latency_tables.validate import metrics, runnable_samples, time_end_to_end
 from nas.errors import ConfigError
 from nas.space import SearchSpace
 from nas.supernet import SpaceEntry
@@ -37,11 +37,12 @@ log = logging.getLogger(__name__)
 
 
 def spread_samples(
-    space: SearchSpace, cost: CostModel, n: int, seed: int, pool: int = 40
+    space: SearchSpace, cost: CostModel, backend: Backend, n: int, seed: int, pool: int = 40
 ) -> list[dict[str, Any]]:
-    """`n` random samples at evenly spaced quantiles of the predicted latency of `pool`·n
-    random ones: few measurements cover the whole range the fit must extrapolate over."""
-    cand = [space.canonical(s) for s in space.sample_many(pool * n, rng=seed)]
+    """`n` random samples `backend` can run, at evenly spaced quantiles of the predicted
+    latency of `pool`·n random ones: few measurements cover the whole range the fit must
+    extrapolate over."""
+    cand = runnable_samples(space, backend, space.sample_many(pool * n, rng=seed))
     lat = cost.costs(cand, ("table_ms",))["table_ms"]
     order = np.argsort(lat, kind="stable")
     picks = order[((np.arange(n) + 0.5) / n * len(cand)).astype(int)]
@@ -93,7 +94,7 @@ def adapt(
     space = entry.space()
     names = [_source_name(t) for t in sources]
     first = CostModel(space, sources[0], strict=True)
-    samples = spread_samples(space, first, n, seed)
+    samples = spread_samples(space, first, backend, n, seed)
     specs = [space.freeze(s) for s in samples]
     sums = [group_sums(specs, t) for t in sources]  # before any measurement: keys all there
 

@@ -24,10 +24,14 @@ from latency_tables.kernels import kernel_of
 from latency_tables.measurement import Measurement
 from nas.errors import ConfigError
 from nas.io import write_json
+from nas.quant.scheme import QuantScheme
+from nas.space import Sample, SearchSpace
 from nas.spec import ArchSpec
 from nas.supernet import SpaceEntry
 
 log = logging.getLogger(__name__)
+
+FLOAT_KERNELS = ("fp16", "fp32")
 
 
 def metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
@@ -52,6 +56,45 @@ def loo_calibrated(
         keep = np.arange(len(measured)) != i
         cal = Calibration.fit(predicted[keep], counts[keep], measured[keep], kinds)
         out[i] = cal.apply(predicted[i : i + 1], counts[i : i + 1])[0]
+    return out
+
+
+def runnable_samples(
+    space: SearchSpace, backend: Backend, samples: Sequence[Mapping[str, Any]]
+) -> list[Sample]:
+    """`samples` as `backend` can run them end to end.
+
+    Unchanged for most backends. On a one-float-precision backend (`adb`: fp16 is a
+    model-wide switch) every float layer of sample i is set to fp16 for even i and fp32
+    for odd i, so the measured models still cover both float kernels; a sample with a
+    float layer whose choice offers neither of its precision keeps the other one.
+    """
+    if not backend.one_float_precision:
+        return [dict(s) for s in samples]
+    kernel = {}  # quant option → the kernel class the backend runs for it
+    for label, choice in space.items():
+        if label.endswith(".quant"):
+            for o in choice.options:
+                kernel[o] = backend.kernel_map[kernel_of(QuantScheme.parse(o))]
+    out = []
+    for i, sample in enumerate(samples):
+        floats = [k for k, v in sample.items() if kernel.get(v) in FLOAT_KERNELS]
+        offered = [
+            p
+            for p in (FLOAT_KERNELS[i % 2], FLOAT_KERNELS[1 - i % 2])
+            if all(any(kernel[o] == p for o in space[k].options) for k in floats)
+        ]
+        if not offered:
+            raise ConfigError(
+                f"space {space.name!r} has float layers with only fp16 and others with only "
+                f"fp32, so backend {backend.name!r} (one float precision per model) cannot run "
+                "any of its models end to end"
+            )
+        new = dict(sample)
+        for k in floats:
+            if kernel[new[k]] != offered[0]:
+                new[k] = next(o for o in space[k].options if kernel[o] == offered[0])
+        out.append(space.canonical(new))
     return out
 
 
@@ -143,7 +186,7 @@ def validate(
     """Measure `n` random architectures end to end (`rounds` interleaved rounds, the
     table's statistic) and compare with the table."""
     space = entry.space()
-    samples = space.sample_many(n, rng=seed)
+    samples = runnable_samples(space, backend, space.sample_many(n, rng=seed))
     specs = [space.freeze(s) for s in samples]
     kinds = sorted({b.kind for s in specs for b in s.blocks})
     counts = np.stack([block_counts(s, kinds) for s in specs])

@@ -52,6 +52,7 @@ class AdbPhoneBackend(Backend):
 
     name = "adb"
     kernel_map = KERNEL_MAP
+    one_float_precision = True  # --xnnpack_force_fp16 is model-wide
 
     def __init__(self, threads: int = 1, warmup: int = 10, runs: int = 50, **options: Any) -> None:
         options.setdefault("remote_dir", DEFAULT_REMOTE_DIR)

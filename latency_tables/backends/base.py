@@ -65,6 +65,10 @@ class Backend(ABC):
     name: ClassVar[str]
     # kernel class → kernel class this backend really runs for it (identity when supported)
     kernel_map: ClassVar[dict[str, str]] = {k: k for k in KERNELS}
+    # True when every float op of one model runs at a single precision (a runtime-wide
+    # fp16 switch): a whole model mixing fp16 and fp32 layers cannot be measured, so
+    # end-to-end checks draw models whose float layers share one precision.
+    one_float_precision: ClassVar[bool] = False
 
     def __init__(self, threads: int = 1, warmup: int = 10, runs: int = 50, **options: Any) -> None:
         self.threads = threads

@@ -7,12 +7,15 @@ import json
 
 import numpy as np
 import pytest
+from stand_in import load_state, update_state
 
 import search_spaces  # noqa: F401
-from latency_tables.adapt import end_to_end_log_path, spread_samples
+from latency_tables.adapt import adapt, end_to_end_log_path, spread_samples
+from latency_tables.adb import DeviceError
 from latency_tables.backends import BACKENDS
 from latency_tables.build import build_table
 from latency_tables.cost import CostModel
+from latency_tables.kernels import kernel_of
 from latency_tables.table import LatencyTable
 from latency_tables.transfer import (
     TransferModel,
@@ -106,7 +109,7 @@ def test_adapted_table_scales_each_key_by_its_group_and_adds_the_overhead(host_t
 def test_spread_samples_cover_the_latency_range(host_table):
     space = SPACES.get(SPACE).space()
     cost = CostModel(space, host_table, strict=True)
-    picks = spread_samples(space, cost, 6, seed=0)
+    picks = spread_samples(space, cost, BACKENDS.get("torch")(), 6, seed=0)
     lat = cost.costs(picks, ("table_ms",))["table_ms"]
     pool = cost.costs(space.sample_many(400, rng=1), ("table_ms",))["table_ms"]
     assert np.all(np.diff(lat) >= 0) and len({json.dumps(p, sort_keys=True) for p in picks}) == 6
@@ -140,3 +143,40 @@ def test_cli_adapt_to_two_threads_writes_a_table_search_can_use(host_table, tmp_
     assert len(read_log(log_path)) == 10
     assert main([*argv[:-2], "--rounds", "2", "--from", "nope"]) == 2
     assert "DEVICE/BACKEND" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_adapt_over_adb_resumes_after_the_phone_is_lost(host_table, phone, tmp_path):
+    """The phone drops mid-adaptation: the runs measured before are kept, and the rerun
+    benchmarks only the missing one. Every model has one float precision (fp16 is a
+    model-wide switch of benchmark_model)."""
+    entry = SPACES.get(SPACE)
+
+    def run():
+        backend = BACKENDS.get("adb")(
+            threads=1, warmup=1, runs=3, benchmark_binary=str(phone.binary)
+        )
+        return adapt(
+            entry, backend, [host_table], tmp_path, "pixel8", n=3, rounds=1, progress=False
+        )
+
+    update_state(phone.state_dir, disconnect_after_benchmarks=2)
+    with pytest.raises(DeviceError, match=r"(?i)device.*(not found|disconnected|cable)"):
+        run()
+    where = end_to_end_log_path(tmp_path, "pixel8", "adb", SPACE)
+    kept = len(read_log(where))
+    assert 0 < kept < 3  # what was measured before the phone went away is on disk
+    update_state(phone.state_dir, disconnect_after_benchmarks=None, benchmarks_run=0)
+    report = run()
+    assert load_state(phone.state_dir)["benchmarks_run"] == 3 - kept  # only the missing runs
+    runs = read_log(where)
+    assert len(runs) == 3 and len(report["archs"]) == 3
+    space = entry.space()
+    for r in runs:
+        floats = {
+            kernel_of(layer.quant)
+            for layer in space.freeze(r["sample"]).layers
+            if kernel_of(layer.quant) in ("fp16", "fp32")
+        }
+        assert len(floats) <= 1, f"a model mixing fp16 and fp32 reached the phone: {floats}"
+    assert LatencyTable.load(tmp_path, "pixel8", "adb").meta["adapted"]["from"] == ["host/torch"]
