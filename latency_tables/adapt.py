@@ -26,6 +26,7 @@ from latency_tables.transfer import (
     append_log,
     fit_transfer,
     group_sums,
+    kind_counts,
     read_log,
 )
 from latency_tables.validate import metrics, runnable_samples, time_end_to_end
@@ -137,7 +138,7 @@ def adapt(
         entry, backend, specs, batch, statistic, rounds, progress, known=known, record=record
     )
     measured = times.min(0)
-    model, loo = fit_transfer(names, sums, measured)
+    model, loo = fit_transfer(names, sums, measured, kind_counts(specs))
     unchanged = sum(s for s in sums[0].values())  # the first source table as it is
     report = {
         "from": names,

@@ -58,6 +58,31 @@ def test_fit_recovers_known_group_scales_and_overhead():
     assert model.scale("a/x", "unseen") == model.base_scale["a/x"]  # the common scale
 
 
+def test_a_per_block_cost_the_source_lacks_is_found_and_predicts_held_out_archs():
+    """The new runtime pays 0.4 ms per resnet block (dispatch) on top of 2x the source:
+    with block counts the fit recovers it; without, it cannot predict deep archs."""
+    rng = np.random.default_rng(6)
+
+    def draw(n):
+        sums = synthetic_sums(n, 2, seed=int(rng.integers(1 << 30)))
+        counts = {"resnet": rng.integers(2, 30, n).astype(float), "attn": np.full(n, 4.0)}
+        return sums, counts, 2.0 * (sums["g0"] + sums["g1"]) + 0.4 * counts["resnet"] + 1.0
+
+    sums, counts, measured = draw(12)
+    model, _ = fit_transfer(["a/x"], [sums], measured, counts)
+    assert model.per_block_ms["resnet"] == pytest.approx(0.4, rel=1e-2)
+    assert "attn" not in model.per_block_ms  # constant here: the overhead c holds it
+    assert model.overhead_ms == pytest.approx(1.0, rel=5e-2)
+    held_sums, held_counts, truth = draw(40)
+    with_b = model.predict({"a/x": held_sums}, held_counts)
+    without, _ = fit_transfer(["a/x"], [sums], measured)
+    no_b = without.predict({"a/x": held_sums})
+    assert np.max(np.abs(with_b - truth) / truth) < 0.01
+    assert np.max(np.abs(no_b - truth) / truth) > 0.05
+    with pytest.raises(ValueError, match="block counts"):
+        model.predict({"a/x": held_sums})
+
+
 def test_with_few_noisy_runs_the_fit_generalises():
     """5 runs, 6 groups, 5 % noise, a device uniformly 3x slower: per-group scales are not
     identifiable; the fit still predicts held-out architectures within noise."""
