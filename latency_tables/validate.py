@@ -66,8 +66,8 @@ def runnable_samples(
 
     Unchanged for most backends. On a one-float-precision backend (`adb`: fp16 is a
     model-wide switch) every float layer of sample i is set to fp16 for even i and fp32
-    for odd i, so the measured models still cover both float kernels; a sample with a
-    float layer whose choice offers neither of its precision keeps the other one.
+    for odd i, so the measured models still cover both float kernels (the other precision
+    where some float layer's choice lacks that one).
     """
     if not backend.one_float_precision:
         return [dict(s) for s in samples]

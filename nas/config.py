@@ -18,7 +18,7 @@ from nas.io import SAFE_COMPONENT
 
 if TYPE_CHECKING:  # imported where used: the packages of both load torch
     from nas.strategies.oneshot_settings import OneShotSettings
-    from nas.training.settings import TrainerConfig
+    from nas.training.settings import DistributedSettings, TrainerConfig
 
 #: An experiment name becomes a directory under runs_dir: one path component.
 NAME_PATTERN = rf"^{SAFE_COMPONENT}$"
@@ -91,6 +91,21 @@ class LatencyConfig(_Section):
     )
 
 
+class DistributedConfig(_Section):
+    """Data-parallel supernet training and one-shot search (Ray Train, torch.distributed)."""
+
+    backend: Literal["ray"] = Field(
+        "ray", description="ray: Ray Train's TorchTrainer (gloo on CPU, nccl on GPU)"
+    )
+    num_workers: int = Field(
+        ..., ge=1, description="worker processes; each takes batch_size / num_workers rows"
+    )
+    use_gpu: bool = Field(False, description="one GPU per worker (nccl); false: CPU (gloo)")
+    max_failures: int = Field(
+        0, ge=0, description="restarts of a failed worker group from the latest checkpoint"
+    )
+
+
 class SupernetConfig(_Section):
     """Supernet training (sandwich rule, in-place distillation, fake-quant on)."""
 
@@ -132,16 +147,40 @@ class SupernetConfig(_Section):
     teacher: str | None = Field(
         None, description="diffusers model directory whose weights initialise the supernet"
     )
+    distributed: DistributedConfig | None = Field(
+        None,
+        description="data-parallel workers of the supernet's training and of the one-shot "
+        "search (null: one process)",
+    )
+
+    @model_validator(mode="after")
+    def _split(self) -> SupernetConfig:
+        n = self.distributed.num_workers if self.distributed is not None else 1
+        if self.batch_size % n:
+            raise ValueError(
+                f"supernet.batch_size={self.batch_size} does not split evenly over "
+                f"supernet.distributed.num_workers={n} workers (each takes batch_size / "
+                f"num_workers rows); use a multiple of {n}"
+            )
+        return self
 
     def trainer_config(self, seed: int) -> TrainerConfig:
         """The sandwich trainer's config of this section (the experiment gives the seed).
 
-        Every field but `teacher` (which initialises the supernet, not its training) has
-        a `TrainerConfig` field of the same name; the rest keep TrainerConfig's defaults.
+        Every field but `teacher` (which initialises the supernet, not its training) and
+        `distributed` (where it runs, not what it computes) has a `TrainerConfig` field
+        of the same name; the rest keep TrainerConfig's defaults.
         """
         from nas.training.settings import TrainerConfig
 
-        return TrainerConfig(**self.model_dump(exclude={"teacher"}), seed=seed)
+        return TrainerConfig(**self.model_dump(exclude={"teacher", "distributed"}), seed=seed)
+
+    def distributed_settings(self) -> DistributedSettings | None:
+        """The data-parallel settings of this section (None: one process)."""
+        from nas.training.settings import DistributedSettings
+
+        d = self.distributed
+        return None if d is None else DistributedSettings(**d.model_dump())
 
 
 class FinetuneConfig(_Section):
@@ -303,6 +342,13 @@ class ExperimentConfig(_Section):
 
     @model_validator(mode="after")
     def _budgets_and_objectives(self) -> ExperimentConfig:
+        d = self.supernet.distributed
+        if d is not None and self.search.kind == "oneshot" and self.task.batch_size % d.num_workers:
+            raise ValueError(
+                f"task.batch_size={self.task.batch_size} (the one-shot search's batch) does not "
+                f"split evenly over supernet.distributed.num_workers={d.num_workers} workers; "
+                f"use a multiple of {d.num_workers}"
+            )
         for k, v in self.budgets.items():
             if not v > 0:  # also refuses NaN
                 raise ValueError(f"budgets.{k} must be a positive number, got {v!r}")

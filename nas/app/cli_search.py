@@ -121,7 +121,57 @@ def dry_run(cfg) -> int:
         f"{trials / 1e15:.3g} PFLOP = {total / 1e15:.3g} PFLOP "
         f"(≈ {total / 1e14 / 3600:.3g} h at 100 TFLOP/s sustained)\n"
     )
+    if s.distributed is not None and s.steps > 0:
+        out.write(data_parallel_estimate(cfg, entry))
     return 0
+
+
+def data_parallel_estimate(cfg, entry, measured_steps: int = 2) -> str:
+    """The dry run's lines on ``supernet.distributed``: `measured_steps` sandwich steps of
+    one worker at the per-worker batch (after one warm-up step), scaled to the run.
+
+    Measured on a fresh supernet (the timing does not depend on its weights; no teacher
+    loads) on ``device``, with one thread on a CPU, as a Ray worker of one CPU runs. Each
+    worker does that step on its own core or GPU, so N workers take about as long per
+    step as one worker on 1/N of the batch; the gradient all-reduce comes on top (its
+    size is printed).
+    """
+    import statistics
+    from dataclasses import replace
+
+    import torch
+
+    from nas.app.build import build_task
+    from nas.errors import MqnasError
+    from nas.training.sandwich import SupernetTrainer
+
+    s = cfg.supernet
+    n = s.distributed.num_workers
+    per_worker = s.batch_size // n
+    threads = torch.get_num_threads()
+    try:
+        if torch.device(cfg.device).type == "cpu":
+            torch.set_num_threads(1)
+        net = entry.supernet(device=cfg.device)
+        task = build_task(cfg, net)
+        config = replace(
+            s.trainer_config(cfg.seed), steps=1 + measured_steps, batch_size=per_worker
+        )
+        trainer = SupernetTrainer(net, getattr(task, "base", task), config, progress=False)
+        history = trainer.train()
+    except (MqnasError, OSError, RuntimeError) as e:  # e.g. the task's data is not there yet
+        return f"  {'data parallel':20s}not measured: {e}\n"
+    finally:
+        torch.set_num_threads(threads)
+    step = statistics.median(r["seconds"] for r in history[1:])
+    grad_mb = sum(p.numel() * p.element_size() for p in net.weight_parameters()) / 2**20
+    return (
+        f"  {'supernet step':20s}{step:.3g} s on 1 worker at {per_worker} rows (median of "
+        f"{measured_steps} measured steps after 1 warm-up, {cfg.device})\n"
+        f"  {f'{n} workers':20s}≈ {step:.3g} s/step, {step * s.steps:.3g} s for {s.steps} "
+        f"steps at global batch {s.batch_size}, assuming one core or GPU per worker and "
+        f"a gradient all-reduce ({grad_mb:.3g} MB a step) that is small next to a step\n"
+    )
 
 
 def cmd_export(args: argparse.Namespace) -> int:

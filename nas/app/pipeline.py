@@ -44,13 +44,26 @@ from nas.io import share, write_json
 from nas.runs import RunDir
 from nas.strategies import ONESHOT
 from nas.supernet import Supernet
+from nas.training.checkpoint import LATEST
 from nas.trials import TrialStore
 
 log = logging.getLogger(__name__)
 
 
-def train_supernet(cfg: ExperimentConfig, run: RunDir, supernet: Supernet, task, progress: bool):
-    """Sandwich training, resumed from the run's checkpoints; the final weights saved."""
+def train_supernet(
+    cfg: ExperimentConfig,
+    run: RunDir,
+    supernet: Supernet,
+    task,
+    progress: bool,
+    ray_address: str | None = None,
+):
+    """Sandwich training, resumed from the run's checkpoints; the final weights saved.
+
+    With ``supernet.distributed`` it runs on that many Ray Train workers (on the Ray
+    `ray_address` or ``ray.address`` names, else a local one), resumed whatever worker
+    count wrote the checkpoints.
+    """
     from safetensors.torch import save_file
 
     from nas.training.sandwich import SupernetTrainer
@@ -61,11 +74,26 @@ def train_supernet(cfg: ExperimentConfig, run: RunDir, supernet: Supernet, task,
         return []
     s = cfg.supernet
     history: list[dict] = []
-    if s.steps > 0:
+    # distillation from the max subnet is the sandwich's own in-place distillation
+    base_task = getattr(task, "base", task)
+    distributed = s.distributed_settings()
+    if s.steps > 0 and distributed is not None:
+        from nas.training.distributed import train_supernet_parallel
+
+        _init_ray(cfg, ray_address)
+        history = train_supernet_parallel(
+            supernet,
+            base_task,
+            s.trainer_config(cfg.seed),
+            distributed,
+            checkpoint_dir=run.checkpoints,
+            resume=(run.checkpoints / LATEST).is_file(),  # any worker count wrote them
+            progress=progress,
+        )
+    elif s.steps > 0:
         trainer = SupernetTrainer(
             supernet,
-            # distillation from the max subnet is the sandwich's own in-place distillation
-            getattr(task, "base", task),
+            base_task,
             s.trainer_config(cfg.seed),
             device=cfg.device,
             checkpoint_dir=run.checkpoints,
@@ -76,6 +104,13 @@ def train_supernet(cfg: ExperimentConfig, run: RunDir, supernet: Supernet, task,
     state = {k: v.detach().contiguous().cpu() for k, v in supernet.state_dict().items()}
     save_file(state, str(run.supernet_weights))
     return history
+
+
+def _init_ray(cfg: ExperimentConfig, address: str | None = None) -> None:
+    """The experiment's Ray (`ray:`), up before data-parallel work; the search reuses it."""
+    from nas.ray_tune import RaySettings, init_ray
+
+    init_ray(RaySettings(**{**cfg.ray.model_dump(), "address": address or cfg.ray.address}))
 
 
 # -- what Ray workers rebuild ----------------------------------------------------------------
@@ -222,9 +257,9 @@ def _train_and_search(
 ) -> RunSummary | None:
     """Steps 3–5 of the job in `run`: train, search, report; what the search found."""
     supernet, task, cost, entry = built.supernet, built.task, built.cost_model, built.entry
-    train_supernet(cfg, run, supernet, task, progress)
+    train_supernet(cfg, run, supernet, task, progress, ray_address)
     if cfg.search.kind == "oneshot":
-        _run_oneshot(cfg, run, supernet, task, cost, progress)
+        _run_oneshot(cfg, run, supernet, task, cost, progress, ray_address)
         return finish_run(cfg, run, supernet, cost, entry, task)
     from nas.ray_tune import RaySettings, RepeatedFailureError, StrategySearcher, run_tune
 
@@ -253,7 +288,13 @@ def _train_and_search(
 
 
 def _run_oneshot(
-    cfg: ExperimentConfig, run: RunDir, supernet: Supernet, task: Any, cost: Any, progress: bool
+    cfg: ExperimentConfig,
+    run: RunDir,
+    supernet: Supernet,
+    task: Any,
+    cost: Any,
+    progress: bool,
+    ray_address: str | None = None,
 ) -> None:
     """The one-shot search's one architecture, fine-tuned with the budget of a sample-based
     trial and stored as the run's trial: report, export and notebook read it like any other."""
@@ -265,9 +306,16 @@ def _run_oneshot(
     settings = cfg.search.oneshot.settings(batch_size=cfg.task.batch_size, seed=cfg.seed)
     # the search trains on the task itself, not on a wrapper such as distillation's
     base_task = getattr(task, "base", task)
-    result = ONESHOT.get("differentiable")(
-        supernet, base_task, cost, settings, device=cfg.device, progress=progress
-    )
+    distributed = cfg.supernet.distributed_settings()
+    if distributed is not None:  # the supernet's data parallelism, logits averaged alike
+        from nas.training.distributed import search_parallel
+
+        _init_ray(cfg, ray_address)
+        result = search_parallel(supernet, base_task, cost, settings, distributed, progress=progress)
+    else:
+        result = ONESHOT.get("differentiable")(
+            supernet, base_task, cost, settings, device=cfg.device, progress=progress
+        )
     write_json(run.oneshot_trace, result.trace())
     trial = finetune_evaluator(cfg, supernet, task, cost).evaluate(
         result.sample, provenance={"strategy": "oneshot"}

@@ -58,6 +58,13 @@ default=...) -> Tensor``, and `PredictingCostModel`'s ``predict(samples)`` when 
 whose ``expected`` takes no ``default`` is adapted by its caller, e.g. by a wrapper that
 accepts it and prices the unsearched labels at that sample.
 
+Data parallelism (``parallel``, `nas.training.distributed.search_parallel`): each rank
+noises the global batch with the shared generator, keeps its rows, and averages the
+gradients of the weights and of the architecture parameters — logits are parameters like
+any other — before the optimizer steps; E[T], λ and the structure samples depend on
+replicated state only, so every rank steps alike. The task's noising is used directly
+then (`nas.training.objective`), as in the sandwich trainer.
+
 Settings and registry: `OneShotSettings` (`nas.strategies.oneshot_settings`, torch-free so
 that the config converts into it) holds every hyperparameter above. `ONESHOT` registers
 the one-shot searches by name beside the ask/tell `STRATEGIES`; ``"differentiable"`` is
@@ -70,7 +77,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -82,7 +89,12 @@ from nas.policies import DifferentiablePolicy, quantizer_parameters
 from nas.registry import Registry
 from nas.spec import Sample
 from nas.strategies.oneshot_settings import PENALTIES, OneShotSettings
+from nas.tasks.base import denoise
 from nas.training.calibrate import calibrate_strategies
+from nas.training.objective import noising_of, noisy_batch, task_mse
+
+if TYPE_CHECKING:  # torch.distributed is loaded only by data-parallel runs
+    from nas.training.distributed import DataParallel
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +171,8 @@ class OneShotSearch:
     supernet: a `Supernet` of a registered space; task: a `nas.tasks.Task`; cost_model: a
     `OneShotCostModel` (a `PredictingCostModel` for ``discretize`` other than "argmax");
     settings: every hyperparameter, validated (`OneShotSettings`); device: where the
-    supernet moves first (None: it stays where it is).
+    supernet moves first (None: it stays where it is); parallel: this process's rank of a
+    data-parallel search (module docstring; `settings.batch_size` is the global batch).
     """
 
     def __init__(
@@ -170,6 +183,7 @@ class OneShotSearch:
         settings: OneShotSettings,
         *,
         device: str | torch.device | None = None,
+        parallel: DataParallel | None = None,
     ) -> None:
         if not isinstance(settings, OneShotSettings):
             raise TypeError(
@@ -191,6 +205,10 @@ class OneShotSearch:
         self.task = task
         self.cost_model = cost_model
         self.settings = settings
+        self.parallel = parallel
+        if parallel is not None:
+            parallel.check_batch(settings.batch_size)
+            self.noising = noising_of(task)  # the global batch is noised before the split
         if device is not None:
             supernet.to(device)
         self.device = next(supernet.parameters()).device
@@ -262,7 +280,12 @@ class OneShotSearch:
         return [p for p in self.supernet.weight_parameters()]
 
     # -- run --------------------------------------------------------------------------------
-    def run(self, progress: bool = True) -> OneShotResult:
+    def run(
+        self,
+        progress: bool = True,
+        on_step: Callable[[dict[str, float]], None] | None = None,
+    ) -> OneShotResult:
+        """Search; `on_step` sees each step's history entry (progress reporting)."""
         net, policy, s = self.supernet, self.policy, self.settings
         if s.calibrate_steps and policy.quant is not None:
             calibrate_strategies(
@@ -284,6 +307,8 @@ class OneShotSearch:
                 p.requires_grad_(id(p) in keep)
         opt_w = torch.optim.Adam(trainable, lr=s.lr_w) if trainable else None
         opt_a = _ARCH_OPTIMIZERS[s.arch_optimizer](policy.arch_parameters(), lr=s.lr_arch)
+        # what a data-parallel step averages: both optimizers' parameters, each once
+        self._reduced = list({id(p): p for p in [*trainable, *policy.arch_parameters()]}.values())
         batches = self.task.batches(s.batch_size, s.seed, self.device)
         g_path = torch.Generator().manual_seed(s.seed)  # depth samples (CPU, tiny)
         g_noise = torch.Generator(device=self.device).manual_seed(s.seed + 1)
@@ -296,6 +321,8 @@ class OneShotSearch:
             for step in bar:
                 history.append(self._step(step, batches, g_path, g_noise, opt_w, opt_a))
                 h = history[-1]
+                if on_step is not None:
+                    on_step(h)
                 bar.set_postfix(
                     task=f"{h['task_loss']:.4f}", ms=f"{h['expected_latency_ms']:.3f}", lam=h["lam"]
                 )
@@ -383,6 +410,15 @@ class OneShotSearch:
         )
         return best
 
+    def _task_loss(self, batch: Mapping[str, Tensor], g_noise: torch.Generator) -> Tensor:
+        """The task loss of the active structure: on the whole batch, or on this rank's
+        rows of it noised whole (so a row's noise is the one a single process draws)."""
+        if self.parallel is None:
+            return self.task.loss(self.supernet, batch, g_noise)
+        nb = self.parallel.shard(noisy_batch(self.noising, dict(batch), g_noise))
+        out = denoise(self.supernet, nb.x_t, nb.t, nb.context)  # (B / W, C or 2C, H, W)
+        return task_mse(self.noising, out, nb.target)
+
     def _step(
         self,
         step: int,
@@ -398,23 +434,27 @@ class OneShotSearch:
         temperature = self._anneal(step)
         batch = next(batches)
         with net.activate(policy.sample_structure(g_path)):
-            task_loss = self.task.loss(net, batch, g_noise)
+            task_loss = self._task_loss(batch, g_noise)
         lam = self.lam_at(step)
         with torch.set_grad_enabled(not frozen):
             expected = self.expected_cost()
             pen = latency_penalty(expected, s.target_ms, s.penalty)
         loss = task_loss if frozen else task_loss + lam * pen.to(task_loss.dtype)
-        if not torch.isfinite(loss.detach()):
+        task_v, loss_v = float(task_loss.detach()), float(loss.detach())
+        if self.parallel is not None:  # the global batch's: every rank decides alike below
+            task_v, loss_v = self.parallel.mean([task_v, loss_v])
+        if not math.isfinite(loss_v):
             raise SearchDivergedError(
-                f"one-shot search step {step}: loss is {float(loss.detach())} (task "
-                f"{float(task_loss.detach())}, E[T] {float(expected.detach())} ms); lower "
-                "lr_w / lr_arch or λ"
+                f"one-shot search step {step}: loss is {loss_v} (task {task_v}, E[T] "
+                f"{float(expected.detach())} ms); lower lr_w / lr_arch or λ"
             )
         if opt_w is not None:
             opt_w.zero_grad(set_to_none=True)
         opt_a.zero_grad(set_to_none=True)
         if loss.requires_grad:
             loss.backward()
+        if self.parallel is not None:
+            self.parallel.average(self._reduced)
         if opt_w is not None:
             opt_w.step()
         if not frozen:
@@ -427,10 +467,10 @@ class OneShotSearch:
             self._lam_now = max(0.0, self._lam_now + s.lam_lr * (e_ms / s.target_ms - 1.0))
         return {
             "step": step,
-            "task_loss": float(task_loss.detach()),
+            "task_loss": task_v,
             "expected_latency_ms": e_ms,
             "penalty": float(pen.detach()),
-            "loss": float(loss.detach()),
+            "loss": loss_v,
             "lam": lam,
             "warmup": float(frozen),
             "temperature": temperature,

@@ -40,8 +40,16 @@ Stability (not in the paper; what keeps a short, high-lr run from dying):
 
 Determinism: the data stream is `task.batches(batch_size, seed)`, the noise of
 step i comes from a CPU `torch.Generator` seeded by (seed, i), the random samples
-from one numpy Generator. Checkpoints (`nas.training.checkpoint`) hold all of
-it, so k steps + resume + (N − k) steps equals N steps bit for bit.
+from a numpy Generator seeded by (seed, i) too (`nas.training.util.step_rng`).
+Checkpoints (`nas.training.checkpoint`) hold the rest, so k steps + resume + (N − k)
+steps equals N steps bit for bit.
+
+Data parallelism (`parallel`, see `nas.training.distributed`): every rank draws the
+same global batch, noise and sub-networks of a step (all are functions of (seed, step)),
+runs the sandwich on its rows of the batch, and the gradients are averaged across ranks
+before clipping and the AdamW step, so every rank applies the same update; the losses
+in the history are the global batch's. Only rank 0 writes checkpoints, validates and
+logs.
 """
 
 from __future__ import annotations
@@ -50,10 +58,10 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -78,9 +86,20 @@ from nas.training.checkpoint import (
 )
 from nas.training.objective import noising_of, noisy_batch, task_mse
 from nas.training.settings import TRAJECTORY_FIELDS, TrainerConfig
-from nas.training.util import device_of, frozen, isolated_rng, step_generator
+from nas.training.util import device_of, frozen, isolated_rng, step_generator, step_rng
+
+if TYPE_CHECKING:  # torch.distributed is loaded only by data-parallel runs
+    from nas.training.distributed import DataParallel
 
 log = logging.getLogger(__name__)
+#: What ranks other than 0 log with: rank 0 speaks for the group, the others only of errors.
+_replica_log = logging.getLogger(f"{__name__}.replica")
+_replica_log.setLevel(logging.ERROR)
+
+
+#: How a checkpoint's random sub-networks were drawn (its ``rng.subnets``): from a numpy
+#: Generator seeded by (seed, step) for each step (`nas.training.util.step_rng`).
+SUBNET_SAMPLING = "per_step"
 
 
 class TrainingDivergedError(MqnasError):
@@ -101,6 +120,11 @@ class SupernetTrainer:
     `config.warmup_steps`, `max_bad_steps` and `max_rollbacks` set the stability policy
     of the module docstring; the rollback snapshots are taken at the `checkpoint_every`
     cadence whether or not `checkpoint_dir` is set.
+
+    `parallel` makes this trainer one rank of a data-parallel group (module docstring;
+    `nas.training.distributed.train_supernet_parallel` sets it up); `config.batch_size`
+    is then the global batch, split evenly over the ranks. `on_step` is called with
+    each history entry as it is appended (progress reporting).
     """
 
     def __init__(
@@ -114,6 +138,8 @@ class SupernetTrainer:
         progress: bool = True,
         resume: bool = False,
         keep_checkpoints: int | None = 2,
+        parallel: DataParallel | None = None,
+        on_step: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         if not isinstance(config, TrainerConfig):
             raise TypeError(
@@ -137,8 +163,14 @@ class SupernetTrainer:
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         # the latest and the one before (in case the latest is damaged); None keeps all
         self.keep_checkpoints = keep_checkpoints
-        self.progress = progress
-        self.rng = np.random.default_rng(config.seed)
+        self.parallel = parallel
+        if parallel is not None:
+            parallel.check_batch(config.batch_size)
+        # rank 0 speaks for a data-parallel group: the others would repeat it word for word
+        self.is_main = parallel is None or parallel.rank == 0
+        self._log = log if self.is_main else _replica_log
+        self.progress = progress and self.is_main
+        self.on_step = on_step
         self._max = self.space.max()
         self._min = self.space.min()
         self._weights = list(supernet.weight_parameters())
@@ -196,7 +228,7 @@ class SupernetTrainer:
                 self.step += 1
                 if rec["skipped"]:
                     self.bad_streak += 1
-                    log.warning(
+                    self._log.warning(
                         "step %d: non-finite %s; step skipped (%d/%d in a row before a rollback)",
                         self.step,
                         ", ".join(f"{k}={v}" for k, v in rec["nonfinite"].items()),
@@ -211,19 +243,23 @@ class SupernetTrainer:
                         continue
                 else:
                     self.bad_streak = 0
-                if cfg.val_every and self.step % cfg.val_every == 0:
+                if cfg.val_every and self.step % cfg.val_every == 0 and self.is_main:
                     rec.update(self.validate())
                 self.history.append(rec)
+                if self.on_step is not None:
+                    self.on_step(rec)
                 bar.update(1)
                 bar.set_postfix(max=f"{rec['loss_max']:.4f}", min=f"{rec['loss_min']:.4f}")
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    log.info("step %d/%d %s", self.step, cfg.steps, _fmt(rec))
+                    self._log.info("step %d/%d %s", self.step, cfg.steps, _fmt(rec))
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                     # a rollback target must not be mid-streak: replaying from weights
                     # that already fail would fail the same way
                     if self.bad_streak == 0:
                         self._good = self._snapshot()
-                    if self.checkpoint_dir is not None:
+                    if self.parallel is not None:
+                        self.parallel.check_in_sync(self.supernet, self.step)
+                    if self.checkpoint_dir is not None and self.is_main:
                         self.save_checkpoint()
         finally:
             bar.close()
@@ -235,7 +271,7 @@ class SupernetTrainer:
             cfg = self.config
             self._stream = iter(self.task.batches(cfg.batch_size, cfg.seed, self.device))
             if self.step:
-                log.info("replaying %d batches of the data stream to resume it", self.step)
+                self._log.info("replaying %d batches of the data stream to resume it", self.step)
             for _ in range(self.step):  # data only, no model: cheap next to training
                 next(self._stream)
             self._stream_pos = self.step
@@ -259,7 +295,10 @@ class SupernetTrainer:
         batch = {k: v.to(self.device) for k, v in batch.items()}
         gen = step_generator(cfg.seed, self.step)
         nb = noisy_batch(self.noising, batch, gen)  # x_t, target (B, C, H, W); t (B,)
-        students = [self._min, *(self.space.sample(self.rng) for _ in range(cfg.n_random))]
+        if self.parallel is not None:  # noised whole, so each row's noise is the 1-rank one
+            nb = self.parallel.shard(nb)  # this rank's B / world_size rows
+        rng = step_rng(cfg.seed, self.step)
+        students = [self._min, *(self.space.sample(rng) for _ in range(cfg.n_random))]
 
         self.optimizer.zero_grad(set_to_none=True)
         task_losses: list[float] = []
@@ -279,6 +318,14 @@ class SupernetTrainer:
                     (task_loss + cfg.distill_weight * distill).backward()
                 task_losses.append(float(task_loss.detach()))
                 distills.append(float(distill.detach()))
+        losses = [float(loss_max.detach()), *task_losses, *distills]
+        comm = 0.0
+        if self.parallel is not None:
+            # the global batch's gradient and losses: every rank then clips, checks and
+            # steps on the same numbers, so the ranks' weights stay equal
+            losses, comm = self.parallel.average(self._weights, losses)
+        loss_max_v, task_losses = losses[0], losses[1 : 1 + len(students)]
+        distills = losses[1 + len(students) :]
         grads = [p.grad for p in self._weights if p.grad is not None]
         if cfg.grad_clip is not None:
             norm = torch.nn.utils.clip_grad_norm_(self._weights, cfg.grad_clip)
@@ -288,7 +335,7 @@ class SupernetTrainer:
             norm = torch.zeros(())
         grad_norm = float(norm)
         values = {
-            "loss_max": float(loss_max.detach()),
+            "loss_max": loss_max_v,
             **{f"loss_{n}": v for n, v in zip(names, task_losses)},
             **{f"distill_{n}": v for n, v in zip(names, distills)},
             "grad_norm": grad_norm,
@@ -301,6 +348,7 @@ class SupernetTrainer:
             self.optimizer.step()
 
         rand = task_losses[1:]
+        extra = {} if self.parallel is None else {"comm_seconds": comm}
         return {
             "step": self.step + 1,
             "loss_max": values["loss_max"],
@@ -313,6 +361,7 @@ class SupernetTrainer:
             "nonfinite": nonfinite,
             "rollbacks": len(self.rollbacks),
             "seconds": time.perf_counter() - t0,
+            **extra,
         }
 
     # -- stability: snapshots and rollbacks -----------------------------------------------
@@ -322,7 +371,6 @@ class SupernetTrainer:
             step=self.step,
             model={k: v.detach().clone() for k, v in self.supernet.state_dict().items()},
             optimizer=copy.deepcopy(self.optimizer.state_dict()),
-            numpy_rng=copy.deepcopy(self.rng.bit_generator.state),
             torch_cpu=torch.get_rng_state(),
             torch_cuda=(
                 torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
@@ -335,7 +383,6 @@ class SupernetTrainer:
         # load_state_dict keeps same-device tensors as they are: give it copies, or the
         # next steps would update the snapshot in place
         self.optimizer.load_state_dict(copy.deepcopy(snap.optimizer))
-        self.rng.bit_generator.state = copy.deepcopy(snap.numpy_rng)
         torch.set_rng_state(snap.torch_cpu)
         if snap.torch_cuda is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(snap.torch_cuda, self.device)
@@ -366,7 +413,7 @@ class SupernetTrainer:
             "lr_scale_new": new,
             "skipped": [{"step": r["step"], "nonfinite": r["nonfinite"]} for r in bad],
         }
-        log.warning(
+        self._log.warning(
             "step %d: %d non-finite steps in a row (%s); rolling back to step %d with lr "
             "%.3g → %.3g (rollback %d/%d)",
             self.step,
@@ -402,7 +449,7 @@ class SupernetTrainer:
             ):
                 metrics = self.task.validate(self.supernet)
             out.update({f"{name}/{k}": float(v) for k, v in metrics.items()})
-        log.info("validation at step %d: %s", self.step, _fmt(out))
+        self._log.info("validation at step %d: %s", self.step, _fmt(out))
         return out
 
     # -- checkpoints --------------------------------------------------------------------
@@ -426,7 +473,7 @@ class SupernetTrainer:
             "config": asdict(self.config),
             "param_names": self.param_names,
             "optimizer": meta,
-            "rng": {"numpy": self.rng.bit_generator.state},
+            "rng": {"subnets": SUBNET_SAMPLING},
             "history": self.history,
             # the config's lr stays the user's; what rollbacks did to it is recorded here
             "stability": {
@@ -471,7 +518,7 @@ class SupernetTrainer:
                     read_checkpoint(Path(directory) / f"step_{good_step}")
                 )
             except CheckpointError as e:
-                log.warning(
+                self._log.warning(
                     "checkpoint %s was written during %d non-finite steps and its rollback "
                     "target (step %d) cannot be read (%s); a rollback will return to step %d "
                     "instead, so the run may differ from an uninterrupted one",
@@ -481,7 +528,14 @@ class SupernetTrainer:
                     e,
                     ckpt.step,
                 )
-        log.info("resumed from %s (step %d)", ckpt.path, ckpt.step)
+        if ckpt.state.get("rng", {}).get("subnets") != SUBNET_SAMPLING:
+            self._log.warning(
+                "checkpoint %s was written by an mqnas that drew the random sub-networks from "
+                "one numpy stream; they are now drawn per step, so the steps after this "
+                "resume differ from those that mqnas would have run",
+                ckpt.path,
+            )
+        self._log.info("resumed from %s (step %d)", ckpt.path, ckpt.step)
         return ckpt.step
 
     def _snapshot_of(self, ckpt: Checkpoint) -> _Snapshot:
@@ -498,7 +552,6 @@ class SupernetTrainer:
                 step=ckpt.step,
                 model=ckpt.model,
                 optimizer=unflatten_optimizer(ckpt.optimizer, ckpt.state["optimizer"]),
-                numpy_rng=ckpt.state["rng"]["numpy"],
                 torch_cpu=ckpt.optimizer["rng.torch_cpu"],
                 torch_cuda=ckpt.optimizer.get("rng.torch_cuda"),
                 history=tuple(ckpt.state["history"]),
@@ -517,7 +570,6 @@ class _Snapshot:
     step: int
     model: dict[str, Tensor]
     optimizer: dict[str, Any]
-    numpy_rng: dict[str, Any]
     torch_cpu: Tensor
     torch_cuda: Tensor | None
     history: tuple[dict[str, Any], ...]

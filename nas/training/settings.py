@@ -2,9 +2,12 @@
 
 `TrainerConfig` is what `nas.training.sandwich.SupernetTrainer` takes whole and what
 each of its checkpoints stores under ``config``; `TRAJECTORY_FIELDS` says which of its
-fields a resumed run must share with the checkpoint. This module imports no torch:
-`nas.config` converts the experiment's ``supernet:`` section into a `TrainerConfig`
-(`SupernetConfig.trainer_config`) without the training machinery.
+fields a resumed run must share with the checkpoint. `DistributedSettings` says how many
+data-parallel workers run it (`nas.training.distributed`); it is not part of the
+trajectory, so a checkpoint resumes with any worker count. This module imports no torch:
+`nas.config` converts the experiment's ``supernet:`` section into these values
+(`SupernetConfig.trainer_config`, `SupernetConfig.distributed_settings`) without the
+training machinery.
 """
 
 from __future__ import annotations
@@ -109,4 +112,46 @@ class TrainerConfig:
         ]
 
 
-__all__ = ["TRAJECTORY_FIELDS", "TrainerConfig"]
+#: Where data-parallel workers can run (`DistributedSettings.backend`).
+BACKENDS = ("ray",)
+
+
+@dataclass(frozen=True)
+class DistributedSettings:
+    """Data parallelism of the supernet's training and of the one-shot search.
+
+    `num_workers` processes (Ray Train workers, one torch.distributed rank each) split
+    every global batch of `TrainerConfig.batch_size` rows evenly, so the batch size must
+    be a multiple of every worker count a run uses. `use_gpu` gives each worker one GPU
+    and the nccl backend (else gloo on CPU). `max_failures` is how many times a failed
+    worker group is restarted from the latest checkpoint before the run stops.
+    """
+
+    backend: str = "ray"
+    num_workers: int = 1
+    use_gpu: bool = False
+    max_failures: int = 0
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(
+                f"distributed backend {self.backend!r} is unknown; use one of {list(BACKENDS)}"
+            )
+        for name, low in (("num_workers", 1), ("max_failures", 0)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise ConfigError(f"distributed {name} must be an integer ≥ {low}, got {v!r}")
+
+    def check_batch(self, batch_size: int) -> None:
+        """ConfigError unless `batch_size` splits evenly over the workers."""
+        if batch_size % self.num_workers:
+            raise ConfigError(
+                f"batch_size {batch_size} does not split evenly over {self.num_workers} "
+                "workers; each worker takes batch_size / num_workers rows of every batch, "
+                f"so pick a multiple of {self.num_workers} (e.g. "
+                f"{max(1, batch_size // self.num_workers) * self.num_workers}) or another "
+                "worker count"
+            )
+
+
+__all__ = ["BACKENDS", "TRAJECTORY_FIELDS", "DistributedSettings", "TrainerConfig"]

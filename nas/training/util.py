@@ -28,6 +28,20 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return gen
 
 
+#: Tags the sub-network stream of a step apart from its noise stream (`step_generator`).
+_SUBNET_STREAM = 1
+
+
+def step_rng(seed: int, step: int) -> np.random.Generator:
+    """The numpy Generator that draws step `step`'s random sub-networks.
+
+    A function of (seed, step) alone, like the noise: every data-parallel rank draws
+    the same sub-networks in a step without sharing a generator's state, and a resumed
+    or rolled-back run draws them again whatever it did before.
+    """
+    return np.random.default_rng([seed, step, _SUBNET_STREAM])
+
+
 @contextmanager
 def frozen(params: Sequence[nn.Parameter]) -> Iterator[None]:
     """Turn off `requires_grad` of `params` inside the block (restored after)."""

@@ -84,7 +84,6 @@ def _crash_and_resume(tmp_path: Path, digits_for) -> None:
         assert s_ref.keys() == s_got.keys()
         for key in s_ref:
             assert torch.equal(s_ref[key], s_got[key]), key
-    assert ref.rng.bit_generator.state == t2.rng.bit_generator.state
 
 
 def test_checkpoint_directory_holds_only_safetensors_and_json(run_dir):
@@ -112,7 +111,7 @@ def test_checkpoint_contents(run_dir):
     assert state["task"] == "digits"
     assert state["config"]["lr"] == KW["lr"] and state["config"]["steps"] == 3
     assert [r["step"] for r in state["history"]] == [1, 2, 3]
-    assert state["rng"]["numpy"]["bit_generator"] == "PCG64"
+    assert state["rng"] == {"subnets": "per_step"}  # drawn from (seed, step): nothing to keep
     group = state["optimizer"]["param_groups"][0]
     assert group["lr"] == KW["lr"] and group["betas"] == [0.9, 0.999]
     opt = load_file(run_dir / "step_3" / "optimizer.safetensors")
