@@ -27,6 +27,16 @@ Neural Architecture Search", Algorithm 1) and BRP-NAS (Dudziak et al. 2020):
    stratum, thinned by farthest points in the ranker's embedding (away from what was
    asked before). So the pool moves with the strong labels: the search keeps
    improving with the budget instead of exhausting one fixed pool.
+   A share p of every round's asks (the first round's too) is uniform random instead,
+   and p follows the ranker's measured skill: with A the probability that an ask the
+   ranker chose beats a random one (Mann–Whitney AUC over the strong labels of both),
+
+       p = clip(1 − 4 (A − ½), p_min, 1)
+
+   so a ranker that does not beat random search — weak labels that point the wrong
+   way, labels too noisy to rank — hands the budget back to random search, and one
+   that does (A ≥ 0.72) keeps 1 − p_min of it (p = ``EXPLORE_PRIOR`` until each kind
+   has ``MIN_ARM`` labels).
 4. `propose(k)`: the predicted top-k of the told architectures and a fresh candidate
    set, all within the budgets.
 
@@ -60,6 +70,10 @@ log = logging.getLogger(__name__)
 
 SUBSET = 0.8  # share of the strong labels each ensemble member is fitted on
 MIN_LABELS = 2  # strong labels before the first ranker is fitted
+# Exploration by measured skill (ours; see `PredictorGuided.explore_share`): the share of a
+# round's asks drawn uniformly at random, before there is evidence and at least ever after.
+EXPLORE_PRIOR, EXPLORE_MIN = 0.25, 0.1
+MIN_ARM = 3  # labels of each kind of ask before the skill is measured
 
 
 def farthest_points(emb: np.ndarray, k: int, anchors: np.ndarray | None = None) -> list[int]:
@@ -186,6 +200,7 @@ class PredictorGuided(Strategy):
         self.failed: set[str] = set()
         self.asked: set[str] = set()
         self.queue: list[Sample] = []
+        self.explored: set[str] = set()  # asks drawn at random (the rest the ranker chose)
         self._members: list[Predictor] | None = None
         self._fitted_on = -1
         self._bases: list[Predictor] | None = None  # per factory, pretrained on the weak pool
@@ -352,19 +367,54 @@ class PredictorGuided(Strategy):
             return np.asarray(self.members()[0].embed(x), dtype=np.float64)
         return x.astype(np.float64)
 
+    def explore_share(self) -> float:
+        """p of the module doc: the share of the next round's asks drawn at random."""
+        from scipy.stats import mannwhitneyu
+
+        sign = self.primary.sign
+        arms: dict[bool, list[float]] = {True: [], False: []}
+        for k, (_, v) in self.labelled.items():
+            arms[k in self.explored].append(sign * v)  # lower is better
+        if min(len(arms[True]), len(arms[False])) < MIN_ARM:
+            return EXPLORE_PRIOR
+        # A = P(a ranker's ask is better, i.e. lower, than a random ask)
+        a = mannwhitneyu(arms[True], arms[False]).statistic / (len(arms[True]) * len(arms[False]))
+        return float(np.clip(1.0 - 4.0 * (a - 0.5), EXPLORE_MIN, 1.0))
+
+    def _random_asks(self, n: int, skip: set[str]) -> list[Sample]:
+        """`n` uniform random architectures within the budgets, never asked."""
+        out: list[Sample] = []
+        for _ in range(8):  # budgets may reject most draws; a few tries, then fewer asks
+            if len(out) >= n:
+                break
+            drawn = self.space.sample_many(8 * n, rng=self.rng)
+            out += self._within(self._distinct(drawn, skip | {sample_key(s) for s in out}))
+        return out[:n]
+
     def _next_batch(self) -> list[Sample]:
+        n_random = int(self.rng.binomial(self.batch_size, self.explore_share()))
+        skip = self.asked | self.failed
+        explore = self._random_asks(n_random, skip)
+        self.explored |= {sample_key(s) for s in explore}
+        chosen = self._ranked_batch(self.batch_size - len(explore), skip | self.explored)
+        return chosen + explore
+
+    def _ranked_batch(self, size: int, skip: set[str]) -> list[Sample]:
+        """The ranker's `size` asks: the best by the acquisition of each latency stratum,
+        thinned by farthest points (the weak proxy's before `MIN_LABELS` strong labels)."""
+        if size <= 0:
+            return []
         if len(self.labelled) < MIN_LABELS:
-            skip = self.asked | self.failed
             free = [i for i, s in enumerate(self.pool) if sample_key(s) not in skip]
             cands = [self.pool[i] for i in free]
             score = self.weak[free, 0] if self.weak is not None else self.rng.random(len(free))
         else:
-            cands = self._candidates()
+            cands = [c for c in self._candidates() if sample_key(c) not in skip]
             score = self.acquisition(cands)[0] if cands else np.zeros(0)
         if not cands:
             return []
         strata = self._strata(cands)
-        per = int(np.ceil(2 * self.batch_size / max(1, len(np.unique(strata)))))
+        per = int(np.ceil(2 * size / max(1, len(np.unique(strata)))))
         short = []
         for b in np.unique(strata):
             members = np.flatnonzero(strata == b)
@@ -372,7 +422,7 @@ class PredictorGuided(Strategy):
         short_s = [cands[i] for i in short]
         done = [s for s, _ in self.labelled.values()]
         anchors = self._embed(done) if done else None
-        pick = farthest_points(self._embed(short_s), self.batch_size, anchors)
+        pick = farthest_points(self._embed(short_s), size, anchors)
         return [short_s[i] for i in pick]
 
     # -- ask / tell -------------------------------------------------------------------------------
@@ -424,6 +474,7 @@ class PredictorGuided(Strategy):
             "failed": sorted(self.failed),
             "asked": sorted(self.asked),
             "queue": list(self.queue),
+            "explored": sorted(self.explored),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -434,4 +485,5 @@ class PredictorGuided(Strategy):
         self.failed = set(state["failed"])
         self.asked = set(state["asked"])
         self.queue = [dict(s) for s in state["queue"]]
+        self.explored = set(state.get("explored", ()))  # runs saved before it: none known
         self._members, self._fitted_on, self._bases = None, -1, None
