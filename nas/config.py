@@ -391,6 +391,22 @@ def resolve_paths(cfg: ExperimentConfig, base: str | Path | None = None) -> Expe
     return ExperimentConfig.model_validate(doc)
 
 
+def with_workers(
+    cfg: ExperimentConfig, workers: int, source: str = "--workers"
+) -> ExperimentConfig:
+    """`cfg` with ``supernet.distributed.num_workers`` = `workers` (the section created
+    with its defaults if absent), validated again: the batches must split over them.
+
+    The worker count is not part of a training's trajectory, so a run resumes with any.
+    """
+    doc = cfg.model_dump(mode="json")
+    doc["supernet"]["distributed"] = {
+        **(doc["supernet"]["distributed"] or {}),
+        "num_workers": workers,
+    }
+    return parse_config(doc, source)
+
+
 def _where(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc if p != "[key]") or "(top level)"
 

@@ -1,7 +1,7 @@
 """`nas search`, `nas export`, `nas train`: the main job and the hand-off to training.
 
-nas search EXPERIMENT.yaml [--dry-run] [--ray-address HOST:PORT]
-nas search --resume RUN
+nas search EXPERIMENT.yaml [--dry-run] [--ray-address HOST:PORT] [--workers N]
+nas search --resume RUN [--workers N]
 nas export RUN --trial ID [--out DIR]
 nas train EXPORT_DIR [--steps N] [--out DIR]
 """
@@ -25,7 +25,7 @@ log = logging.getLogger("nas")
 def cmd_search(args: argparse.Namespace) -> int:
     from nas.app.pipeline import run_search
     from nas.app.report import fmt
-    from nas.config import load_config
+    from nas.config import load_config, with_workers
     from nas.runs import RunDir
 
     if args.resume:
@@ -35,6 +35,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         cfg, run = load_config(args.experiment), None
     else:
         raise ConfigError("nas search needs an experiment YAML, or --resume RUN")
+    if args.workers is not None:
+        cfg = with_workers(cfg, args.workers)
     if args.dry_run:
         return dry_run(cfg)
     result = run_search(
@@ -158,7 +160,12 @@ def data_parallel_estimate(cfg, entry, measured_steps: int = 2) -> str:
             s.trainer_config(cfg.seed), steps=1 + measured_steps, batch_size=per_worker
         )
         trainer = SupernetTrainer(net, getattr(task, "base", task), config, progress=False)
-        history = trainer.train()
+        quiet = logging.getLogger("nas.training.sandwich")
+        level, quiet.level = quiet.level, logging.WARNING  # a probe, not a training to log
+        try:
+            history = trainer.train()
+        finally:
+            quiet.setLevel(level)
     except (MqnasError, OSError, RuntimeError) as e:  # e.g. the task's data is not there yet
         return f"  {'data parallel':20s}not measured: {e}\n"
     finally:
@@ -247,6 +254,13 @@ def add_search_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run directory")
     p.add_argument("--dry-run", action="store_true", help="validate and estimate; run nothing")
     p.add_argument("--ray-address", default=None, help="join a Ray cluster (host:port)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="data-parallel workers of the supernet training and one-shot search "
+        "(supernet.distributed.num_workers); with --resume, continue with another count",
+    )
     p.add_argument(
         "--no-retry-failed",
         dest="retry_failed",

@@ -244,7 +244,10 @@ def _ensure_ray(settings: DistributedSettings) -> None:
             log_to_driver=False,
         )
     have = ray.cluster_resources()
-    need = {"CPU": settings.num_workers, **({"GPU": settings.num_workers} if settings.use_gpu else {})}
+    need = {
+        "CPU": settings.num_workers,
+        **({"GPU": settings.num_workers} if settings.use_gpu else {}),
+    }
     short = {k: (v, have.get(k, 0)) for k, v in need.items() if have.get(k, 0) < v}
     if short:
         lacking = ", ".join(f"{int(v)} {k} (the cluster has {h:g})" for k, (v, h) in short.items())
@@ -396,7 +399,9 @@ def _state_bytes(module: nn.Module) -> bytes:
     refuses tensors in a training function's return value)."""
     from safetensors.torch import save
 
-    return save({k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()})
+    return save(
+        {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
+    )
 
 
 def _load_state(module: nn.Module, data: bytes) -> None:

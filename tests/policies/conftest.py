@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from policy_helpers import synthetic_table
 
 from latency_tables.cost import CostModel
+from latency_tables.testing import synthetic_table
 from nas import SPACES
 
 

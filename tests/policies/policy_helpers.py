@@ -1,9 +1,5 @@
-"""Helpers of the policy tests: a tiny denoising task and a synthetic latency table.
-
-The table holds, for every key the space can produce, a latency proportional to the
-block's MACs times a per-kernel factor (int kernels cheaper than float): synthetic but
-monotone in the architecture, which is what the latency-term tests need.
-"""
+"""Helpers of the policy tests: a tiny denoising task and fresh supernets (the synthetic
+latency table is `latency_tables.testing.synthetic_table`)."""
 
 from __future__ import annotations
 
@@ -15,14 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import search_spaces  # noqa: F401
-from latency_tables.keys import shape_id
-from latency_tables.measurement import Measurement
-from latency_tables.structure import SpaceStructure
-from latency_tables.table import Entry, LatencyTable
 from nas import SPACES
 from nas.tasks.base import Batch, DenoiserIO, Task, denoise
-
-KERNEL_FACTOR = {"fp32": 1.0, "fp16": 0.6, "int8": 0.35, "w8": 0.7, "w4a8": 0.25, "w4": 0.6}
 
 
 class TinyDenoising(Task):
@@ -68,21 +58,6 @@ class TinyDenoising(Task):
         g = torch.Generator().manual_seed(123)
         with torch.no_grad():
             return {"val_loss": float(self.loss(model, next(self.batches(16, 7)), g))}
-
-
-def synthetic_table(space, root) -> LatencyTable:
-    """A table with every key of `space`: ms = 0.01 + MACs · 1e-6 · KERNEL_FACTOR[kernel]."""
-    st = SpaceStructure(space)
-    macs: dict[str, float] = {}
-    for t in st.blocks:
-        for c, s in enumerate(t.shapes):
-            if s is not None:
-                macs[shape_id(*s)] = float(t.macs[c].sum())
-    table = LatencyTable.create(root, "synthetic", "macs", {"fingerprint": {"kind": "test"}})
-    for k in st.block_keys():
-        ms = 0.01 + macs[k.shape] * 1e-6 * KERNEL_FACTOR[k.kernel]
-        table.add(Entry(k, Measurement(ms, ms, 0.0, 1, ms)))
-    return table
 
 
 def make_net(name: str = "test_mobile_unet", seed: int = 0):

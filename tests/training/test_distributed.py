@@ -24,9 +24,13 @@ from nas.errors import ConfigError
 from nas.tasks.base import Batch, Task
 from nas.tasks.digits import DigitsDenoising
 from nas.training import TrainerConfig, read_checkpoint
+from latency_tables.cost import CostModel
+from latency_tables.testing import synthetic_table
+from nas.strategies.oneshot import OneShotSearch, OneShotSettings
 from nas.training.distributed import (
     DataParallel,
     DistributedTrainingError,
+    search_parallel,
     train_supernet_parallel,
 )
 from nas.training.settings import DistributedSettings
@@ -73,13 +77,14 @@ def test_two_workers_train_like_one_process_on_the_same_global_batch(ray_local, 
     ref_hist = make_trainer(ref, task, steps=steps, progress=False, **KW).train()
 
     net = make_supernet(0)
-    hist = train_supernet_parallel(
-        net, task, TrainerConfig(steps=steps, **KW), TWO, progress=False
-    )
+    hist = train_supernet_parallel(net, task, TrainerConfig(steps=steps, **KW), TWO, progress=False)
 
     # each worker ran 4 rows of the 8-row batch; the averaged gradient is the 8-row one
     _assert_close(net, ref)
-    moved = max(float((a - b).abs().max()) for a, b in zip(net.parameters(), init.parameters()))
+    moved = max(
+        float((a - b).abs().max())
+        for a, b in zip(net.state_dict().values(), init.state_dict().values())
+    )
     assert moved > 1e-4  # the weights did train: ≈ lr per step (equality is not the init's)
     assert [r["step"] for r in hist] == list(range(1, steps + 1))
     for key in ("loss_max", "loss_min", "loss_rand", "grad_norm"):
@@ -151,9 +156,45 @@ def test_killed_worker_then_resume_with_one_worker_loses_no_checkpoint(
     for step in (2, 4, 6):  # nothing lost, nothing rewritten out of place
         c = read_checkpoint(ckpt / f"step_{step}")  # hashes checked: every one loads
         assert c.step == step and len(c.state["history"]) == step
-    assert torch.equal(read_checkpoint(ckpt / "step_2").model["conv_in.weight"],
-                       before.model["conv_in.weight"])
+    assert torch.equal(
+        read_checkpoint(ckpt / "step_2").model["conv_in.weight"], before.model["conv_in.weight"]
+    )
     _assert_close(net, ref)  # 2 workers, a death, 1 worker: the uninterrupted run
+
+
+@pytest.mark.slow
+def test_two_workers_search_like_one_process(ray_local, digits_for, tmp_path):
+    """PaS widths and depth gates (no activation fake-quant: exact), weights and logits
+    trained jointly: the averaged gradients of both are the global batch's. Adam moves an
+    element whose gradient is float-rounding noise by ±lr whatever its sign (see KW), so
+    the weights' lr is 1e-5: they move by up to 3e-5 and agree to 2e-6."""
+    ref = make_supernet(0)
+    init = copy.deepcopy(ref)
+    task = digits_for(ref)
+    cost = CostModel(ref.space, synthetic_table(ref.space, tmp_path))
+    target = 0.5 * float(cost.predict([ref.space.max()])[0])
+    settings = OneShotSettings(
+        target, steps=3, batch_size=8, lam=1.0, lr_w=1e-5, lr_arch=1e-4, search=("width", "depth")
+    )
+    want = OneShotSearch(ref, task, cost, settings).run(progress=False)
+
+    net = make_supernet(0)
+    got = search_parallel(net, task, cost, settings, TWO, progress=False)
+
+    _assert_close(net, ref)
+    moved = max(
+        float((a - b).abs().max())
+        for a, b in zip(net.state_dict().values(), init.state_dict().values())
+    )
+    assert moved > 2e-5  # the weights did train (≈ lr per step)
+    for key in ("task_loss", "expected_latency_ms", "loss"):
+        assert [h[key] for h in got.history] == pytest.approx(
+            [h[key] for h in want.history], rel=1e-5
+        )
+    assert got.probabilities.keys() == want.probabilities.keys()
+    for label, p in got.probabilities.items():
+        assert p == pytest.approx(want.probabilities[label], abs=1e-5), label
+    assert got.sample == want.sample
 
 
 # -- no Ray needed ------------------------------------------------------------------------------
@@ -186,9 +227,9 @@ def test_distributed_config_converts_to_settings_and_leaves_the_trainer_alone():
     }
     s = parse_config(doc).supernet
     assert s.distributed_settings() == DistributedSettings("ray", 2, False, 0)
-    assert s.trainer_config(0) == TrainerConfig(**{
-        k: v for k, v in s.model_dump(exclude={"teacher", "distributed"}).items()
-    }, seed=0)
+    assert s.trainer_config(0) == TrainerConfig(
+        **{k: v for k, v in s.model_dump(exclude={"teacher", "distributed"}).items()}, seed=0
+    )
     del doc["supernet"]
     assert parse_config(doc).supernet.distributed_settings() is None  # one process
 
