@@ -124,13 +124,14 @@ def dry_run(cfg) -> int:
         f"(≈ {total / 1e14 / 3600:.3g} h at 100 TFLOP/s sustained)\n"
     )
     if s.distributed is not None and s.steps > 0:
-        out.write(data_parallel_estimate(cfg, entry))
+        out.write(data_parallel_estimate(cfg, entry, sandwich))
     return 0
 
 
-def data_parallel_estimate(cfg, entry, measured_steps: int = 2) -> str:
+def data_parallel_estimate(cfg, entry, sandwich_flop: float, measured_steps: int = 2) -> str:
     """The dry run's lines on ``supernet.distributed``: `measured_steps` sandwich steps of
-    one worker at the per-worker batch (after one warm-up step), scaled to the run.
+    one worker at the per-worker batch (after one warm-up step), scaled to the run; where
+    no step can run here (no such device, no data yet), `sandwich_flop` split evenly.
 
     Measured on a fresh supernet (the timing does not depend on its weights; no teacher
     loads) on ``device``, with one thread on a CPU, as a Ray worker of one CPU runs. Each
@@ -143,7 +144,7 @@ def data_parallel_estimate(cfg, entry, measured_steps: int = 2) -> str:
 
     import torch
 
-    from nas.app.build import build_task
+    from nas.app.build import build_task, check_device
     from nas.errors import MqnasError
     from nas.training.sandwich import SupernetTrainer
 
@@ -152,6 +153,7 @@ def data_parallel_estimate(cfg, entry, measured_steps: int = 2) -> str:
     per_worker = s.batch_size // n
     threads = torch.get_num_threads()
     try:
+        check_device(cfg.device)  # a GPU experiment validated on a laptop: nothing to time
         if torch.device(cfg.device).type == "cpu":
             torch.set_num_threads(1)
         net = entry.supernet(device=cfg.device)
@@ -167,7 +169,12 @@ def data_parallel_estimate(cfg, entry, measured_steps: int = 2) -> str:
         finally:
             quiet.setLevel(level)
     except (MqnasError, OSError, RuntimeError) as e:  # e.g. the task's data is not there yet
-        return f"  {'data parallel':20s}not measured: {e}\n"
+        hours = sandwich_flop / n / 1e14 / 3600
+        return (
+            f"  {'data parallel':20s}step not measured here: {e}\n"
+            f"  {f'{n} workers':20s}≈ {hours:.3g} h of supernet training at 100 TFLOP/s "
+            "sustained per worker (the compute above split evenly)\n"
+        )
     finally:
         torch.set_num_threads(threads)
     step = statistics.median(r["seconds"] for r in history[1:])

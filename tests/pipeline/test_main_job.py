@@ -134,4 +134,7 @@ def test_dry_run_of_the_full_scale_experiment(tmp_path):
     assert "space mobile_unet_sd15" in out and "latency keys" in out
     assert "table coverage      0/" in out and "nas latency build --space mobile_unet_sd15" in out
     assert "PFLOP" in out
+    # its 8 data-parallel GPU workers: no GPU here, so the compute split, not a timed step
+    assert "step not measured here: device: 'cuda'" in out
+    assert "8 workers           ≈ " in out and "h of supernet training" in out
     assert not run_dirs(tmp_path)  # a dry run writes nothing
