@@ -1,8 +1,8 @@
 """Properties every registered space must have: the conformance kits over the registry.
 
-For min, max and 20 random samples the extracted standalone model computes
-what the activated supernet computes; export → from_pretrained gives the same
-model back (`nas.testing.spaces`). Spaces too large for a CPU test (SD-sized)
+For min, max and 20 random samples (6 for the larger shipped supernets) the extracted
+standalone model computes what the activated supernet computes; export → from_pretrained
+gives the same model back (`nas.testing.spaces`). Spaces too large for a CPU test (SD-sized)
 are checked on their specs only.
 """
 

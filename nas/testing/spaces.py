@@ -110,6 +110,11 @@ class SupernetConformance(SpaceConformance):
 
     #: How many random samples (besides min and max) are extracted and compared.
     n_samples: ClassVar[int] = 20
+    #: Supernets of more weights than this compare `n_samples_large` random samples: an
+    #: extraction copies every weight, and the tiny `test_*` spaces already run the same
+    #: code over `n_samples`.
+    large_weights: ClassVar[int] = 2_000_000
+    n_samples_large: ClassVar[int] = 6
     #: Largest |extracted − activated| allowed: the same maths on sliced and copied weights.
     atol: ClassVar[float] = 1e-5
 
@@ -118,6 +123,11 @@ class SupernetConformance(SpaceConformance):
     def net(cls, entry: SpaceEntry) -> Supernet:
         torch.manual_seed(0)
         return entry.supernet().eval()
+
+    def probe_count(self, net: Supernet) -> int:
+        """Random samples to extract from `net` (see `large_weights`)."""
+        big = weight_count(net.space.freeze(net.space.max())) > self.large_weights
+        return self.n_samples_large if big else self.n_samples
 
     def output(self, y: Any) -> torch.Tensor:
         """The output tensor of a model call (a diffusers output or a tuple)."""
@@ -136,7 +146,7 @@ class SupernetConformance(SpaceConformance):
         inputs = net.example_inputs(batch=2, seed=1)
         worst = 0.0
         with torch.no_grad():
-            for s in probe_samples(net.space, self.n_samples):
+            for s in probe_samples(net.space, self.probe_count(net)):
                 with net.activate(s):
                     y_super = self.output(net(**inputs))
                 y_model = self.output(net.extract(s)(**inputs))
