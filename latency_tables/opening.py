@@ -30,7 +30,7 @@ from nas.supernet import SpaceEntry
 log = logging.getLogger(__name__)
 
 #: Backends that measure on this machine (a table of theirs can be completed on the fly).
-HOST_BACKENDS = ("torch", "onnxruntime", "tflite")
+HOST_BACKENDS = ("torch", "onnxruntime", "tflite", "executorch")
 
 
 def host_device() -> str:

@@ -71,7 +71,7 @@ class TaskConfig(_Section):
 class LatencyConfig(_Section):
     """Which latency table prices the architectures."""
 
-    backend: str = Field("onnxruntime", description="torch, onnxruntime, tflite or adb")
+    backend: str = Field("onnxruntime", description="torch, onnxruntime, tflite, executorch or adb")
     device: str | None = Field(
         None, description="table name of the device (default: this host, e.g. cpu-x86_64)"
     )

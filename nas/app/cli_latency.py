@@ -21,7 +21,7 @@ log = logging.getLogger("nas.latency")
 def _common(p: argparse.ArgumentParser, space: bool = True) -> None:
     if space:
         p.add_argument("--space", required=True, help="experiment YAML or registered space name")
-    p.add_argument("--backend", required=True, help="torch, onnxruntime, tflite or adb")
+    p.add_argument("--backend", required=True, help="torch, onnxruntime, tflite, executorch or adb")
     p.add_argument("--device", required=True, help="table name of the device, e.g. pixel8")
     p.add_argument(
         "--tables", default=None, help="table root (default: the shipped latency_tables/data)"

@@ -59,7 +59,13 @@ def measure_arch(
     cfg: ExperimentConfig, entry: SpaceEntry, sample: dict[str, Any], statistic: str
 ) -> float | None:
     """End-to-end latency (ms) of one architecture with the table's backend and statistic,
-    if it runs here (the best of 3 rounds, as `nas latency validate` measures)."""
+    if it runs here (the best of 3 rounds, as `nas latency validate` measures).
+
+    None also where the backend cannot convert the whole model (a runtime's partitioner
+    can refuse a plan whose blocks it converts one by one): the run keeps its results and
+    the report says the figure is missing, with the reason logged.
+    """
+    from latency_tables.backends.common import ConversionError
     from latency_tables.opening import HOST_BACKENDS
     from latency_tables.validate import time_end_to_end
     from nas.app.build import table_source
@@ -68,7 +74,11 @@ def measure_arch(
         return None
     spec = entry.space().freeze(sample)
     with table_source(cfg).backend.build() as backend:
-        return float(time_end_to_end(entry, backend, [spec], statistic=statistic).min())
+        try:
+            return float(time_end_to_end(entry, backend, [spec], statistic=statistic).min())
+        except ConversionError as e:
+            log.warning("end-to-end latency of %s not measured: %s", spec.short(), e)
+            return None
 
 
 @dataclass(frozen=True)
