@@ -1,33 +1,70 @@
 """How well the shipped table predicts end-to-end latency on this host.
 
-For ≥ 30 random architectures of the default U-Net space, measures each whole
-model end to end with the table's own backend and settings, side by side in
-one run, and compares with the table's prediction: share within ±10% (raw
-table sum and calibrated, leave-one-out), MAPE, Kendall τ. Also reports the
-number of keys, the recorded wall time of the full table build, and the
-throughput of `CostModel.predict`. Prints JSON; saves the fitted calibration
-(which `nas search` then predicts with), the report and a scatter plot next to
-the table, as `nas latency validate` does.
+Measures ≥ 30 random and ≥ 10 searched architectures of the default U-Net space
+(`latency_tables.validate.searched_samples`: at budgets spread over the random range,
+the deepest draw, as budgeted searches pick) end to end with the table's own backend
+and settings, all in the same interleaved rounds (each keeping its best round), on one
+core at a raised priority (`latency_tables.quiet`), and compares each set with the
+table: share within ±10%, MAPE, Kendall τ of the raw table sum and of the residual
+model (`latency_tables.calibration`) fitted on the random set only — leave-one-out on
+the random set, as fitted on the searched set. Beside them, each set's repeatability
+τ (the measurement against itself: best of even vs odd rounds). Also reports the number
+of keys, the recorded wall time of the full table build, and the throughput of
+`CostModel.predict` with the calibration folded in. Prints JSON (and writes it with
+``--out``); saves the fitted calibration (which `nas search` then predicts with), the
+report and a scatter plot next to the table, as `nas latency validate` does.
 
-    .venv/bin/python bench/latency_accuracy.py [--space mobile_unet] [--device cpu-x86_64]
-        [--backend onnxruntime] [--n 30] [--rounds 6]
+    .venv/bin/python bench/latency_accuracy.py [--n 30] [--searched 10] [--rounds 10]
+        [--lock /tmp/mqnas-timing.lock] [--out bench/results/latency_accuracy_onnxruntime.json]
+
+(it converts every model first, then takes the `--lock` flock for the timing rounds only)
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import time
 
 import numpy as np
+from record import publish
 
 import search_spaces  # noqa: F401
 from latency_tables.backends import BACKENDS
+from latency_tables.calibration import Calibration, loo_calibrated
 from latency_tables.cost import CostModel
 from latency_tables.structure import SpaceStructure
 from latency_tables.table import DATA_ROOT, LatencyTable
-from latency_tables.validate import validate_table
+from latency_tables.validate import metrics, validate_table
 from nas import SPACES
+
+ABLATION = ((), ("blocks",), ("weight_mb",), ("act_mb",), ("weight_mb", "act_mb"))
+
+
+def ablation(archs: list[dict]) -> dict[str, dict]:
+    """Each candidate feature set of the residual model, fitted on the random set as
+    `validate` fits the default one: random leave-one-out and searched figures."""
+    rand = [a for a in archs if a["set"] == "random"]
+    srch = [a for a in archs if a["set"] == "searched"]
+    out = {}
+    for names in ABLATION:
+
+        def cols(xs: list[dict], names: tuple[str, ...] = names) -> tuple:
+            return (
+                np.array([a["predicted_ms"] for a in xs]),
+                np.array([[a[f] for f in names] for a in xs]).reshape(len(xs), len(names)),
+                np.array([a["measured_ms"] for a in xs]),
+            )
+
+        p, f, m = cols(rand)
+        row = {"random_loo": metrics(loo_calibrated(p, f, m, names), m)}
+        if srch:
+            cal = Calibration.fit(p, f, m, names)
+            ps, fs, ms = cols(srch)
+            row["searched"] = metrics(cal.apply(ps, fs), ms)
+            row["fit"] = {"scale": cal.scale, **cal.weights, "intercept": cal.intercept}
+        out["+".join(names) or "scale+intercept"] = row
+    return out
 
 
 def main() -> None:
@@ -38,9 +75,18 @@ def main() -> None:
     ap.add_argument("--tables", default=str(DATA_ROOT))
     ap.add_argument("--n", type=int, default=30)
     ap.add_argument("--seed", type=int, default=123)
-    ap.add_argument("--rounds", type=int, default=6, help="interleaved end-to-end rounds")
+    ap.add_argument("--searched", type=int, default=10, help="searched (deep, narrow) archs")
+    ap.add_argument("--rounds", type=int, default=10, help="interleaved end-to-end rounds")
+    ap.add_argument("--core", type=int, default=-1, help="the core timing is pinned to")
+    ap.add_argument("--out", default=None, help="also write the JSON here")
+    ap.add_argument(
+        "--lock",
+        default="/tmp/mqnas-timing.lock",
+        help="flock held while timing (not while converting); '' for none",
+    )
     args = ap.parse_args()
 
+    load_before = list(os.getloadavg())
     entry = SPACES.get(args.space)
     space = entry.space()
     t0 = time.perf_counter()
@@ -49,52 +95,67 @@ def main() -> None:
     table = LatencyTable.load(args.tables, args.device, args.backend)
     cost = CostModel(space, table, structure=structure)
 
-    # predict throughput: from an option-index matrix (the vectorized path), and from samples
-    idx = space.encode(space.sample_many(2000, rng=0), kind="index")
-    big = np.repeat(idx, 50, axis=0)  # 1e5 samples
-    t0 = time.perf_counter()
-    cost.predict_index(big)
-    per_s_index = len(big) / (time.perf_counter() - t0)
-    samples = space.sample_many(5000, rng=1)
-    t0 = time.perf_counter()
-    cost.predict(samples)
-    per_s_samples = len(samples) / (time.perf_counter() - t0)
-
     s = table.meta["settings"]
     backend = BACKENDS.get(args.backend)(threads=s["threads"], warmup=s["warmup"], runs=s["runs"])
     t0 = time.perf_counter()
     # the shipped table's calibration, report and scatter, as `nas latency validate` saves
-    report = validate_table(entry, backend, cost, n=args.n, seed=args.seed, rounds=args.rounds)
+    sets = {"n": args.n, "n_searched": args.searched, "seed": args.seed, "rounds": args.rounds}
+    report = validate_table(entry, backend, cost, core=args.core, lock=args.lock or None, **sets)
     e2e_s = time.perf_counter() - t0
-    print(
-        json.dumps(
-            {
-                "bench": "latency_accuracy",
-                "space": args.space,
-                "table": str(table.csv_path),
-                "backend": args.backend,
-                "settings": s,
-                "keys": len(structure.block_keys()),
-                "keys_measured": len(table),
-                "table_build_seconds": table.meta.get("build_seconds"),
-                "structure_analysis_seconds": round(structure_s, 2),
-                "n_archs": args.n,
-                "statistic": report["statistic"],
-                "rounds": report["rounds"],
-                # τ of the end-to-end measurement against itself (best of even vs odd rounds):
-                # the ceiling any table can reach on this machine at this moment
-                "repeatability_tau": report["repeatability_tau"],
-                "raw": report["raw"],
-                "calibrated_leave_one_out": report["calibrated_loo"],
-                "goal": {"calibrated_within_10pct": 0.9, "kendall_tau": 0.9},
-                "predict_per_second_index": round(per_s_index),
-                "predict_per_second_samples": round(per_s_samples),
-                "end_to_end_seconds": round(e2e_s, 1),
-                "files": report["files"],
-                "archs": report["archs"],
-            },
-            indent=2,
-        )
+
+    # predict throughput with the fitted calibration folded in: from an option-index matrix
+    # (the vectorized path), and from samples
+    calibrated = CostModel(
+        space, table, structure=structure, calibration=Calibration.from_json(report["calibration"])
+    )
+    idx = space.encode(space.sample_many(2000, rng=0), kind="index")
+    big = np.repeat(idx, 50, axis=0)  # 1e5 samples
+    t0 = time.perf_counter()
+    calibrated.predict_index(big)
+    per_s_index = len(big) / (time.perf_counter() - t0)
+    samples = space.sample_many(5000, rng=1)
+    t0 = time.perf_counter()
+    calibrated.predict(samples)
+    per_s_samples = len(samples) / (time.perf_counter() - t0)
+    publish(
+        {
+            "bench": "latency_accuracy",
+            "space": args.space,
+            "table": str(table.csv_path),
+            "backend": args.backend,
+            "settings": s,
+            "keys": len(structure.block_keys()),
+            "keys_measured": len(table),
+            "table_build_seconds": table.meta.get("build_seconds"),
+            "structure_analysis_seconds": round(structure_s, 2),
+            "n_archs": args.n,
+            "n_searched": report["n_searched"],
+            "statistic": report["statistic"],
+            "rounds": report["rounds"],
+            "core": report["core"],
+            "load_average_before": load_before,
+            "load_average_after": list(os.getloadavg()),
+            # per set: τ of the end-to-end measurement against itself (best of even vs
+            # odd rounds), the ceiling any prediction can reach on this machine then;
+            # raw table sum; calibrated (random: leave-one-out; searched: fitted on
+            # the random set only)
+            "random": report["random"],
+            "searched": report.get("searched"),
+            "calibration": report["calibration"],
+            # other residual feature sets, fitted and checked the same way
+            "ablation": ablation(report["archs"]),
+            "table_fingerprint_matches": report["table_fingerprint_matches"],
+            "goal": {"within_10pct": 0.95, "kendall_tau": 0.95, "sets": ["random", "searched"]},
+            "predict_per_second_index": round(per_s_index),
+            "predict_per_second_samples": round(per_s_samples),
+            "end_to_end_seconds": round(e2e_s, 1),
+            "files": report["files"],
+            # per architecture (its sample is in the validation.json beside the table)
+            "archs": [{k: v for k, v in a.items() if k != "sample"} for a in report["archs"]],
+        },
+        args.out,
+        indent=2,
+        quiet=("archs",),
     )
 
 

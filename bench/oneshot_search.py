@@ -28,12 +28,12 @@ Issue 4's "must show", on this CPU, for the default digits U-Net (`mobile_unet`,
 (d) one-convolution mixing vs K separate convolutions (`bench/oneshot_mixing.py`).
 
 How the target is matched: the search runs against the table's CALIBRATED prediction,
-measured ≈ a · T_table + Σ_kind b_kind · n_kind + c (`CostModel(calibration=...)`,
-`latency_tables.calibration`), whose expectation under the policy's probabilities is exact
+measured ≈ a · T_table + Σ_f w_f · F_f + c over residual features that scale with tensor
+sizes (`CostModel(calibration=...)`, `latency_tables.calibration`), whose expectation under the policy's probabilities is exact
 and differentiable. The calibration is read from ``latency_tables/data/<device>/<backend>.
 mobile_unet.calibration.json`` when present, else fitted to the committed end-to-end record
-``bench/results/latency_accuracy_onnxruntime.json`` (its 30 architectures are regenerated
-from its seed and checked by hash). Targets are therefore end-to-end milliseconds.
+``bench/results/latency_accuracy_onnxruntime.json`` (its random architectures are
+frozen from their recorded samples and checked by hash). Targets are therefore end-to-end milliseconds.
 
 The sandwich-trained supernet is cached (safetensors checkpoints) under --cache-dir, so a
 rerun skips it (default /tmp/mqnas-bench-cache: bench/results/.cache is not gitignored).
@@ -67,7 +67,7 @@ from torch import Tensor
 
 import search_spaces  # noqa: F401  (registers the spaces)
 from latency_tables.backends import BACKENDS
-from latency_tables.calibration import Calibration, block_counts, calibration_path
+from latency_tables.calibration import Calibration, calibration_path
 from latency_tables.cost import CostModel
 from latency_tables.table import DATA_ROOT, LatencyTable
 from latency_tables.validate import time_end_to_end
@@ -161,22 +161,24 @@ def load_calibration(space: SearchSpace, raw: CostModel, table: LatencyTable) ->
     if path.exists():
         return Calibration.load(path), {"source": str(path)}
     rec = json.loads(RECORD.read_text())
-    samples = space.sample_many(len(rec["archs"]), rng=rec.get("seed", 123))
-    specs = [space.freeze(s) for s in samples]
-    if [s.hash for s in specs] != [a["hash"] for a in rec["archs"]]:
+    # the samples are in the validation report saved beside the table with the record
+    saved = json.loads(path.with_name(path.name.replace("calibration", "validation")).read_text())
+    sample_of = {a["hash"]: a["sample"] for a in saved["archs"]}
+    archs = [a for a in rec["archs"] if a.get("set", "random") == "random"]
+    specs = [space.freeze(sample_of[a["hash"]]) for a in archs]
+    if [s.hash for s in specs] != [a["hash"] for a in archs]:
         raise SystemExit(
-            f"{RECORD}: its architectures are not space.sample_many(n, rng=123) of this space "
-            "version; rerun bench/latency_accuracy.py or ship a calibration file"
+            f"{RECORD}: its architectures do not freeze to the hashes it recorded in this "
+            "space version; rerun bench/latency_accuracy.py or ship a calibration file"
         )
-    measured = np.array([a["measured_ms"] for a in rec["archs"]])
-    predicted = raw.predict(specs)
-    kinds = sorted({b.kind for s in specs for b in s.blocks})
-    counts = np.stack([block_counts(s, kinds) for s in specs])
-    cal = Calibration.fit(predicted, counts, measured, kinds)
+    measured = np.array([a["measured_ms"] for a in archs])
+    predicted = raw.costs(specs, ("table_ms",))["table_ms"]
+    names = tuple(rec["calibration"]["weights"])
+    cal = Calibration.fit(predicted, raw.features(specs, names), measured, names)
     info = {
         "source": f"fitted to {RECORD.relative_to(HERE.parent)} ({len(specs)} archs)",
-        "record_raw_mape_pct": rec["raw"]["mape_pct"],
-        "record_calibrated_loo_mape_pct": rec["calibrated_leave_one_out"]["mape_pct"],
+        "record_raw_mape_pct": rec["random"]["raw"]["mape_pct"],
+        "record_calibrated_loo_mape_pct": rec["random"]["calibrated_loo"]["mape_pct"],
     }
     return cal, info
 

@@ -9,7 +9,11 @@ one-shot search (`expected`): given independent per-label probabilities p_L,
 where c ranges over the block's dependency-label combos with P(c) = Π_L p_L(c_L),
 s over its layers (frac = the layer's MAC share, see `latency_tables.keys`) and o
 over the options of the layer's quant label. A soft channel count between two
-options is the linear interpolation of their entries (`soft_choice`).
+options is the linear interpolation of their entries (`soft_choice`). Every term is one
+cell (block, combo, slot, option) of the flat table `predict_index` gathers from, and a
+calibration (eq. (1) of `latency_tables.residual`: a · T plus residual features summed
+over the same cells) is folded into those cells, so the expectation stays exact and
+one-hot probabilities reproduce `predict_index`.
 
 A space without layer structure (declared with `SearchSpace.from_choices`, or whose builder
 emits no conv/linear layer) has a cost model too, one that knows no cost:
@@ -30,6 +34,7 @@ import torch
 from latency_tables.calibration import Calibration
 from latency_tables.kernels import KERNELS
 from latency_tables.keys import BlockKey
+from latency_tables.residual import FEATURES, cell_features, cell_inputs, check_features
 from latency_tables.structure import KERNEL_INDEX, SpaceStructure
 from latency_tables.table import LatencyTable
 from nas.errors import ConfigError, MissingLatencyEntryError
@@ -57,8 +62,9 @@ class CostModel:
     at construction, naming the keys and the command that measures them; with
     strict=False, latencies that need a missing key are NaN.
 
-    calibration: ``latency_ms`` (and `expected`) become a · T_table + Σ_kind b_kind · n_kind
-    + c (`latency_tables.calibration`); ``table_ms`` is always the raw table sum, plus the
+    calibration: ``latency_ms`` (and `expected`) become a · T_table + Σ_f w_f · F_f + c, over
+    residual features that scale with tensor sizes (`latency_tables.residual`, fitted by
+    `latency_tables.calibration`); ``table_ms`` is always the raw table sum, plus the
     table's per-inference ``overhead_ms`` when its meta has one (an adapted table's, see
     `latency_tables.transfer`).
 
@@ -131,7 +137,6 @@ class CostModel:
             self.missing = sorted(set(missing))
             if self.missing and strict:
                 raise MissingLatencyEntryError(table.missing_message(self.missing, space.name))
-        self._kernel_t = torch.as_tensor(st.kernel)
         self._build_gather()
 
     def _build_gather(self) -> None:
@@ -143,9 +148,10 @@ class CostModel:
         width = st.kernel.shape[1]
         self._slot_label: list[np.ndarray] = []  # per block (C, S'): label column, or n_labels
         self._slot_base: list[np.ndarray] = []  # per block (C, S'): flat offset of option 0
-        self._glue: list[np.ndarray] = []  # per block (C,): calibration b_kind, 0 if absent
         tables: dict[str, list[np.ndarray]] = {w: [] for w in COSTS}
+        features: dict[str, list[np.ndarray]] = {f: [] for f in FEATURES}
         cal = self.calibration
+        kernel_map = self.table.meta.get("kernel_map") if self.table is not None else None
         offset = 0
         for t, frac, lat in zip(st.blocks, self._frac, self._lat):
             n_c, n_s = frac.shape
@@ -164,14 +170,13 @@ class CostModel:
             # padded slots (f = 0) must not turn a missing entry's NaN into a cost
             raw = np.where(f > 0, f * lat_cso, 0.0)
             tables["table_ms"].append(raw.ravel())
-            if cal is not None:
-                # a · T + b_kind once per present block (on its first slot)
-                glue = np.array(
-                    [0.0 if sh is None else cal.per_block.get(sh[0], 0.0) for sh in t.shapes]
-                )
-                self._glue.append(glue)
+            cells = cell_features(cell_inputs(t, kern, kernel_map), tuple(FEATURES))
+            for name, v in cells.items():
+                features[name].append(v.ravel())
+            if cal is not None:  # eq. (1) of latency_tables.residual, cell by cell
                 raw = cal.scale * raw
-                raw[:, 0, :] += glue[:, None]
+                for name, w in cal.weights.items():
+                    raw = raw + w * cells[name]
             tables["latency_ms"].append(raw.ravel())
             params = t.params if t.label.shape[1] else np.zeros((n_c, 1))
             macs = t.macs if t.label.shape[1] else np.zeros((n_c, 1))
@@ -183,6 +188,7 @@ class CostModel:
             offset += n_c * n_s * width
         # no block at all (a from_choices space): empty tables, which no request reaches
         self._tables = {w: np.concatenate(v) if v else np.zeros(0) for w, v in tables.items()}
+        self._features = {f: np.concatenate(v) if v else np.zeros(0) for f, v in features.items()}
         # int32 indices halve the memory traffic of the hot path when the tables allow it
         self._index_dtype = np.int32 if offset < 2**31 else np.int64
         self._slot_label = [a.astype(self._index_dtype) for a in self._slot_label]
@@ -255,6 +261,28 @@ class CostModel:
             )
         return out
 
+    def features_index(
+        self, idx: np.ndarray, names: Sequence[str], chunk: int = 2048
+    ) -> np.ndarray:
+        """Residual features (`latency_tables.residual`) of samples given as an option-index
+        matrix: (N, len(names)), the inputs of a calibration's fit."""
+        self._check_available(("latency_ms",))
+        names = check_features(list(names))
+        idx = np.asarray(idx)
+        out = np.empty((len(idx), len(names)))
+        for lo in range(0, len(idx), chunk):
+            flat = self._flat_index(idx[lo : lo + chunk])
+            for j, name in enumerate(names):
+                out[lo : lo + chunk, j] = self._features[name][flat].sum(1)
+        return out
+
+    def features(
+        self, archs: Sequence[Mapping[str, Any] | ArchSpec], names: Sequence[str]
+    ) -> np.ndarray:
+        """`features_index` of samples or specs."""
+        samples = [a.sample_dict if isinstance(a, ArchSpec) else a for a in archs]
+        return self.features_index(self.structure.encode(samples), names)
+
     def _flat_index(self, idx: np.ndarray) -> np.ndarray:
         """(N, slots) positions in the flattened cost tables of each sample's layer slots."""
         st = self.structure
@@ -316,34 +344,44 @@ class CostModel:
                 p = torch.zeros(len(opts), dtype=dtype, device=dev)
                 p[opts.index(base[lab])] = 1.0
             vecs.append(p)
-        # q[l]: expected kernel distribution of quant label l (K,); fp32 for "no label".
-        eye = torch.eye(len(KERNELS), dtype=dtype, device=dev)
-        q = []
-        for i, lab in enumerate(st.labels):
-            k = self._kernel_t[i, : len(vecs[i])].to(dev)
-            q.append(vecs[i] @ eye[k])
-        q.append(eye[FP32])  # index -1 → fp32
-        qmat = torch.stack(q)  # (L + 1, K)
+        # Each block's cells (C, S', O) of the flat latency table, weighted by P(combo) and
+        # by the probability of the option its slot's label takes: the same table
+        # `predict_index` gathers from, so one-hot probabilities give exactly its value.
+        width = st.kernel.shape[1]
+        pmat = torch.stack(
+            [torch.nn.functional.pad(v, (0, width - len(v))) for v in vecs]
+            + [torch.nn.functional.one_hot(torch.tensor(0, device=dev), width).to(dtype)]
+        )  # (L + 1, O): the last row is the "option" of slots without a quant label
         total = torch.zeros((), dtype=dtype, device=dev)
-        glue = torch.zeros((), dtype=dtype, device=dev)
-        cal = self.calibration
-        for i, (t, frac, lat) in enumerate(zip(st.blocks, self._frac, self._lat)):
+        for t, (cells, lab) in zip(st.blocks, self._cells(dev)):
             pc = torch.ones((), dtype=dtype, device=dev)
             for d in t.deps:  # P(c) = outer product of the dependency labels' probabilities
                 pc = torch.outer(pc.reshape(-1), vecs[d]).reshape(-1)
-            pc = pc.reshape(-1)
-            tck = torch.as_tensor(np.nan_to_num(lat, nan=0.0), dtype=dtype, device=dev)  # (C, K)
-            if cal is not None:  # b_kind · P(block present)
-                b = torch.as_tensor(self._glue[i], dtype=dtype, device=dev)
-                glue = glue + (pc * b).sum()
-            if t.label.shape[1] == 0:
-                total = total + (pc * tck[:, FP32]).sum()
-                continue
-            qcs = qmat[torch.as_tensor(t.label, device=dev)]  # (C, S, K)
-            per_slot = (qcs * tck[:, None, :]).sum(-1)  # (C, S)
-            f = torch.as_tensor(frac, dtype=dtype, device=dev)
-            total = total + (pc * (f * per_slot).sum(1)).sum()
-        total = total + self.overhead_ms
+            p_opt = pmat[lab]  # (C, S', O)
+            total = total + (pc.reshape(-1) * (p_opt * cells).sum((1, 2))).sum()
+        cal = self.calibration
         if cal is not None:
-            return cal.scale * total + glue + cal.intercept
-        return total
+            return total + cal.scale * self.overhead_ms + cal.intercept
+        return total + self.overhead_ms
+
+    def _cells(self, dev: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per block, its (C, S', O) cells of the flat ``latency_ms`` table (a missing
+        entry's NaN as 0: no probability may reach it) and its (C, S') slot labels, as
+        tensors cached per device."""
+        cache = self.__dict__.setdefault("_cells_by_device", {})
+        if dev not in cache:
+            flat = np.nan_to_num(self._tables["latency_ms"], nan=0.0)
+            out = []
+            width = self.structure.kernel.shape[1]
+            for base, lab in zip(self._slot_base, self._slot_label):
+                n_c, n_s = base.shape
+                lo = int(base.flat[0]) if base.size else 0
+                cells = flat[lo : lo + n_c * n_s * width].reshape(n_c, n_s, width)
+                out.append(
+                    (
+                        torch.as_tensor(cells, dtype=torch.float64, device=dev),
+                        torch.as_tensor(lab, dtype=torch.long, device=dev),
+                    )
+                )
+            cache[dev] = out
+        return cache[dev]

@@ -97,7 +97,7 @@ def open_cost_model(
     source: TableSource,
     *,
     measure_missing: bool = True,
-    calibrated: bool = False,
+    calibrated: bool | None = False,
     progress: bool = True,
     space_arg: str | None = None,
 ) -> CostModel:
@@ -106,8 +106,8 @@ def open_cost_model(
     Missing keys are measured first when `measure_missing` and the backend runs on this
     host; otherwise they are an error naming the command that measures them
     (`space_arg`: how the user named the space, default its registered name).
-    `calibrated`: predict with the table's calibration of this space (an error before
-    any measurement when there is none).
+    `calibrated`: predict with the table's calibration of this space (True: an error
+    before any measurement when there is none; None: when there is one, else the raw sum).
     """
     from latency_tables.build import build_table
 
@@ -144,7 +144,13 @@ def open_cost_model(
             build_table(entry, backend, source.root, source.device, progress=progress)
         table = source.load()
     calibration = None
-    if calibrated:
+    # asked for: said at INFO; by default (None): at DEBUG, as it is the usual case
+    level = logging.INFO if calibrated else logging.DEBUG
+    if calibrated or (calibrated is None and cal_path.exists()):
         calibration = Calibration.load(cal_path)
-        log.info("latency: the table sum calibrated by %s", cal_path)
+        log.log(level, "latency: the table sum calibrated by %s", cal_path)
+    elif calibrated is None:
+        log.debug(
+            "latency: no calibration of %s at %s; predicting the raw table sum", name, cal_path
+        )
     return CostModel(space, table, strict=True, structure=structure, calibration=calibration)

@@ -36,7 +36,8 @@ class BlockTable:
 
     deps: label indices; radix: their option counts; shapes[c]: (kind, dims) or None
     where combo c removes the block; per (combo, layer slot): `label` (index of the
-    layer's quant label, -1 for none), `macs` and `params` (0 for absent slots).
+    layer's quant label, -1 for none), `macs`, `params` and `act` (elements of the
+    layer's input plus output activations, (in + out) · positions; 0 for absent slots).
     """
 
     path: str
@@ -46,6 +47,7 @@ class BlockTable:
     label: np.ndarray  # (C, S) int
     macs: np.ndarray  # (C, S) float
     params: np.ndarray  # (C, S) float
+    act: np.ndarray  # (C, S) float
 
     def combo_index(self, idx: np.ndarray) -> np.ndarray:
         """Combo of each sample from an option-index matrix (N, labels) → (N,)."""
@@ -125,7 +127,7 @@ class SpaceStructure:
         deps = tuple(sorted(self._index[lab] for lab in dep_labels))
         options = [self.space[self.labels[d]].options for d in deps]
         shapes: list[tuple[str, tuple[tuple[str, Value], ...]] | None] = []
-        rows: list[list[tuple[int, float, float]]] = []
+        rows: list[list[tuple[int, float, float, float]]] = []
         for combo in itertools.product(*options):
             assign = {self.labels[d]: v for d, v in zip(deps, combo)}
             changed = frozenset((k, v) for k, v in assign.items() if self._base[k] != v)
@@ -137,7 +139,12 @@ class SpaceStructure:
             shapes.append((block.kind, block.dims))
             rows.append(
                 [
-                    (self._index.get(layer.label, -1), float(layer.macs), float(layer.params))
+                    (
+                        self._index.get(layer.label, -1),
+                        float(layer.macs),
+                        float(layer.params),
+                        float((layer.in_features + layer.out_features) * layer.positions),
+                    )
                     for layer in block.layers
                 ]
             )
@@ -145,11 +152,12 @@ class SpaceStructure:
         label = np.full((len(rows), slots), -1, dtype=np.int64)
         macs = np.zeros((len(rows), slots))
         params = np.zeros((len(rows), slots))
+        act = np.zeros((len(rows), slots))
         for c, r in enumerate(rows):
-            for s, (lab, m, p) in enumerate(r):
-                label[c, s], macs[c, s], params[c, s] = lab, m, p
+            for s, (lab, m, p, a) in enumerate(r):
+                label[c, s], macs[c, s], params[c, s], act[c, s] = lab, m, p, a
         return BlockTable(
-            path, deps, tuple(len(o) for o in options), tuple(shapes), label, macs, params
+            path, deps, tuple(len(o) for o in options), tuple(shapes), label, macs, params, act
         )
 
     # -- results ----------------------------------------------------------------------------

@@ -1,16 +1,20 @@
 """Check a latency table against end-to-end measurements, and calibrate it.
 
-`validate` samples architectures, measures each whole model with the table's
-backend, and compares with the table's prediction: MAPE, share within ±5% /
-±10%, Kendall τ and Spearman ρ. It then fits a calibration
-(`latency_tables.calibration`) and reports the calibrated figures by
-leave-one-out, so they are not measured on the data they were fitted on.
+`validate` measures two sets of whole models with the table's backend, in the same
+interleaved rounds: random architectures, and *searched* ones (`searched_samples`: at
+latency budgets spread over the random range, the architecture a budgeted search
+prefers, deep and narrow). It compares each set with the table's prediction (MAPE,
+share within ±5% / ±10%, Kendall τ, Spearman ρ), fits the residual model of
+`latency_tables.calibration` on the random set only, and reports it by leave-one-out on
+the random set and as fitted on the searched set, which it never saw. Beside them, each
+set's repeatability: how well the measurement ranks the architectures against itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +22,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from latency_tables.backends.base import Backend
-from latency_tables.calibration import Calibration, block_counts, calibration_path
+from latency_tables.calibration import Calibration, calibration_path, loo_calibrated
 from latency_tables.cost import CostModel
 from latency_tables.kernels import kernel_of
 from latency_tables.measurement import Measurement
+from latency_tables.quiet import file_lock, one_core
+from latency_tables.residual import DEFAULT_FEATURES, FEATURES
 from nas.errors import ConfigError
 from nas.io import write_json
 from nas.quant.scheme import QuantScheme
@@ -45,18 +51,6 @@ def metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
         "kendall_tau": float(stats.kendalltau(predicted, measured).statistic),
         "spearman": float(stats.spearmanr(predicted, measured).statistic),
     }
-
-
-def loo_calibrated(
-    predicted: np.ndarray, counts: np.ndarray, measured: np.ndarray, kinds: Sequence[str]
-) -> np.ndarray:
-    """Leave-one-out calibrated predictions (each fitted without its own architecture)."""
-    out = np.empty_like(measured)
-    for i in range(len(measured)):
-        keep = np.arange(len(measured)) != i
-        cal = Calibration.fit(predicted[keep], counts[keep], measured[keep], kinds)
-        out[i] = cal.apply(predicted[i : i + 1], counts[i : i + 1])[0]
-    return out
 
 
 def runnable_samples(
@@ -98,6 +92,58 @@ def runnable_samples(
     return out
 
 
+def stratified_samples(
+    space: SearchSpace, backend: Backend, cost: CostModel, n: int, seed: int = 0, pool: int = 20
+) -> list[Sample]:
+    """`n` random architectures, one drawn at random from each of `n` equal-probability
+    strata of the table-sum latency of `pool`·n random draws (stratified random
+    sampling): the space's own latency distribution, without the clumps of near-equal
+    latencies that pure draws leave, which only the measurement noise would order."""
+    if n < 1:
+        return []
+    cand = runnable_samples(space, backend, space.sample_many(pool * n, rng=seed))
+    order = np.argsort(cost.costs(cand, ("table_ms",))["table_ms"], kind="stable")
+    rng = np.random.default_rng(seed)
+    return [cand[int(rng.choice(stratum))] for stratum in np.array_split(order, n)]
+
+
+def searched_samples(
+    space: SearchSpace,
+    backend: Backend,
+    cost: CostModel,
+    n: int,
+    seed: int = 0,
+    pool: int = 400,
+    quantiles: tuple[float, float] = (0.05, 0.75),
+) -> list[Sample]:
+    """`n` architectures as a latency-budgeted search picks them.
+
+    For budget k (the table-sum latency at quantile q_k of a random pool, q spread evenly
+    over `quantiles`), of `pool` fresh random samples under the budget the one with the
+    most blocks (ties: the most MACs): depth is what a search buys when it must stay under
+    a budget (the default experiment chose many blocks at narrow widths), and the
+    budgets spread the set over the range searches are run at.
+    """
+    if n < 1:
+        return []
+    rng = np.random.default_rng(seed)
+    ref = cost.costs(space.sample_many(2000, rng=int(rng.integers(2**31))), ("table_ms",))
+    budgets = np.quantile(ref["table_ms"], np.linspace(*quantiles, n))
+    out: list[Sample] = []
+    for budget in budgets:
+        cand = runnable_samples(
+            space, backend, space.sample_many(pool, rng=int(rng.integers(2**31)))
+        )
+        got = cost.costs(cand, ("table_ms", "macs"))
+        blocks = np.array([len(space.freeze(c).blocks) for c in cand])
+        ok = np.flatnonzero(got["table_ms"] <= budget)
+        if not len(ok):  # a budget under every draw: the fastest draw
+            ok = np.array([int(np.argmin(got["table_ms"]))])
+        best = ok[np.lexsort((-got["macs"][ok], -blocks[ok]))[0]]
+        out.append(cand[best])
+    return out
+
+
 def end_to_end_runner(
     entry: SpaceEntry, backend: Backend, spec: ArchSpec, batch: int
 ) -> Callable[[], Measurement]:
@@ -125,9 +171,13 @@ def time_end_to_end(
     progress: bool = False,
     known: Mapping[tuple[int, int], float] | None = None,
     record: Callable[[int, int, float], None] | None = None,
+    timing: contextlib.AbstractContextManager | None = None,
 ) -> np.ndarray:
     """`statistic` (ms; use the table's) of every architecture's whole model in each of
     `rounds` interleaved rounds over all of them: (rounds, len(specs)).
+
+    `timing`: entered after every conversion and around the rounds alone (pinning to a
+    core, `latency_tables.quiet.one_core`; a lock that keeps other timing jobs out).
 
     Resumable: `known` holds (architecture index, round) → ms already measured, which are
     not measured again (an architecture with every round known is not even converted);
@@ -147,9 +197,12 @@ def time_end_to_end(
         for i in tqdm(todo, desc="converting", unit="arch", disable=not progress)
     }
     times = np.empty((rounds, len(specs)))
-    with tqdm(
-        total=rounds * len(specs), desc="end-to-end rounds", unit="run", disable=not progress
-    ) as bar:
+    with (
+        timing if timing is not None else contextlib.nullcontext(),
+        tqdm(
+            total=rounds * len(specs), desc="end-to-end rounds", unit="run", disable=not progress
+        ) as bar,
+    ):
         for r in range(rounds):
             for i in range(len(specs)):
                 if (i, r) in known:
@@ -172,6 +225,18 @@ def repeatability(times: np.ndarray) -> float | None:
     return float(stats.kendalltau(times[0::2].min(0), times[1::2].min(0)).statistic)
 
 
+def _set_report(
+    times: np.ndarray, predicted: np.ndarray, corrected: np.ndarray, corrected_name: str
+) -> dict[str, Any]:
+    measured = times.min(0)
+    return {
+        "n": len(measured),
+        "repeatability_tau": repeatability(times),
+        "raw": metrics(predicted, measured),
+        corrected_name: metrics(corrected, measured),
+    }
+
+
 def validate(
     entry: SpaceEntry,
     backend: Backend,
@@ -182,41 +247,89 @@ def validate(
     out_dir: str | Path | None = None,
     progress: bool = True,
     rounds: int = 5,
+    n_searched: int = 10,
+    features: Sequence[str] = DEFAULT_FEATURES,
+    core: int | None = -1,
+    stratified: bool = True,
+    lock: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Measure `n` random architectures end to end (`rounds` interleaved rounds, the
-    table's statistic) and compare with the table."""
+    """Measure `n` random (`stratified`: by `stratified_samples`, else plain draws) and
+    `n_searched` searched architectures end to end (`rounds`
+    interleaved rounds over all of them, each keeping its best; the table's statistic;
+    on one core, `latency_tables.quiet.one_core(core)`, unless `core` is None; holding
+    `lock` (a file other timing jobs `flock` too) while timing, not while converting),
+    compare with the table, and fit the residual model on the random ones.
+
+    Report: ``random`` (raw, calibrated leave-one-out) and ``searched`` (raw, calibrated
+    by the fit on every random architecture), each with its repeatability τ; ``raw`` and
+    ``calibrated_loo`` at the top are the random set's; ``calibration`` the fitted model.
+    """
     space = entry.space()
-    samples = runnable_samples(space, backend, space.sample_many(n, rng=seed))
+    table_host = cost.table.meta.get("fingerprint")  # type: ignore[union-attr]
+    if table_host is not None and table_host != backend.fingerprint():
+        log.warning(
+            "table %s was measured on %s, not on this device (%s): its sums carry the other "
+            "device's speeds; rebuild it here with `nas latency build` to validate it",
+            cost.table.csv_path,  # type: ignore[union-attr]
+            table_host,
+            backend.fingerprint(),
+        )
+    if stratified:
+        samples = stratified_samples(space, backend, cost, n, seed=seed)
+    else:
+        samples = runnable_samples(space, backend, space.sample_many(n, rng=seed))
+    samples += searched_samples(space, backend, cost, n_searched, seed=seed + 1)
     specs = [space.freeze(s) for s in samples]
-    kinds = sorted({b.kind for s in specs for b in s.blocks})
-    counts = np.stack([block_counts(s, kinds) for s in specs])
+    sets = ["random"] * n + ["searched"] * (len(specs) - n)
     # the raw table sum (a calibrated CostModel is refitted from scratch)
     predicted = cost.costs(specs, ("table_ms",))["table_ms"]
+    names = tuple(features)
+    every = cost.features(specs, tuple(FEATURES))  # all of them, for ablations
+    feats = every[:, [list(FEATURES).index(f) for f in names]]
     statistic = cost.table.statistic  # type: ignore[union-attr]  (predict needs the table)
-    times = time_end_to_end(entry, backend, specs, batch, statistic, rounds, progress)
+    times = time_end_to_end(
+        entry, backend, specs, batch, statistic, rounds, progress, timing=_timing(lock, core)
+    )
     measured = times.min(0)
-    calibrated = loo_calibrated(predicted, counts, measured, kinds)
-    cal = Calibration.fit(predicted, counts, measured, kinds)
+    r = slice(0, n)
+    info = {"table": str(cost.table.csv_path), "space": space.name, "archs": "random", "seed": seed}  # type: ignore[union-attr]
+    cal = Calibration.fit(predicted[r], feats[r], measured[r], names, info=info)
+    corrected = np.empty(len(specs))
+    corrected[r] = loo_calibrated(predicted[r], feats[r], measured[r], names)
+    corrected[n:] = cal.apply(predicted[n:], feats[n:])
+    rand = _set_report(times[:, r], predicted[r], corrected[r], "calibrated_loo")
     report = {
         "space": space.name,
+        "table_fingerprint_matches": table_host == backend.fingerprint(),
         "n": n,
+        "n_searched": len(specs) - n,
+        "stratified": stratified,
         "seed": seed,
         "statistic": statistic,
         "rounds": rounds,
-        "repeatability_tau": repeatability(times),
-        "raw": metrics(predicted, measured),
-        "calibrated_loo": metrics(calibrated, measured),
+        "core": core,
+        "repeatability_tau": rand["repeatability_tau"],
+        "raw": rand["raw"],
+        "calibrated_loo": rand["calibrated_loo"],
+        "random": rand,
         "calibration": cal.to_json(),
         "archs": [
             {
+                "set": kind,
                 "hash": s.hash,
+                "sample": s.sample_dict,
+                "blocks": len(s.blocks),
                 "predicted_ms": float(p),
                 "calibrated_ms": float(c),
                 "measured_ms": float(m),
+                **{f: float(v) for f, v in zip(FEATURES, fv)},
             }
-            for s, p, c, m in zip(specs, predicted, calibrated, measured)
+            for kind, s, p, c, m, fv in zip(sets, specs, predicted, corrected, measured, every)
         ],
     }
+    if len(specs) > n:
+        s_ = slice(n, None)
+        report["searched"] = _set_report(times[:, s_], predicted[s_], corrected[s_], "calibrated")
     if out_dir is not None:
         out = Path(out_dir)
         stem = f"{backend.name}.{space.name}"
@@ -224,16 +337,28 @@ def validate(
         write_json(out / f"{stem}.validation.json", report)
         scatter(
             predicted,
-            calibrated,
+            corrected,
             measured,
             out / f"{stem}.validation.png",
             title=f"{space.name} on {out.name}/{backend.name}",
+            searched=np.array([k == "searched" for k in sets]),
         )
         report["files"] = [
             str(out / f"{stem}.{x}")
             for x in ("calibration.json", "validation.json", "validation.png")
         ]
     return report
+
+
+@contextlib.contextmanager
+def _timing(lock: str | Path | None, core: int | None) -> Iterator[None]:
+    """The lock, then the core, entered only when the timing rounds start."""
+    with contextlib.ExitStack() as stack:
+        if lock is not None:
+            stack.enter_context(file_lock(lock))
+        if core is not None:
+            stack.enter_context(one_core(core))
+        yield
 
 
 def validate_table(
@@ -244,6 +369,11 @@ def validate_table(
     n: int,
     seed: int,
     rounds: int,
+    n_searched: int = 10,
+    features: Sequence[str] = DEFAULT_FEATURES,
+    core: int | None = -1,
+    stratified: bool = True,
+    lock: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """`validate` against the cost model's own table: its batch, and the calibration,
@@ -261,11 +391,21 @@ def validate_table(
         out_dir=table.csv_path.parent,
         progress=progress,
         rounds=rounds,
+        n_searched=n_searched,
+        features=features,
+        core=core,
+        stratified=stratified,
+        lock=lock,
     )
 
 
 def scatter(
-    predicted: np.ndarray, calibrated: np.ndarray, measured: np.ndarray, path: Path, title: str
+    predicted: np.ndarray,
+    calibrated: np.ndarray,
+    measured: np.ndarray,
+    path: Path,
+    title: str,
+    searched: np.ndarray | None = None,
 ) -> Path:
     import matplotlib
 
@@ -279,8 +419,14 @@ def scatter(
     )
     ax.plot([lo, hi], [lo, hi], "k-", lw=0.8, label="y = x")
     ax.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="0.9", label="±10%")
-    ax.scatter(measured, predicted, s=14, label="table sum")
-    ax.scatter(measured, calibrated, s=14, marker="x", label="calibrated (leave-one-out)")
+    rand = np.ones(len(measured), bool) if searched is None else ~searched
+    ax.scatter(measured[rand], predicted[rand], s=14, label="table sum, random")
+    ax.scatter(measured[rand], calibrated[rand], s=14, marker="x", label="calibrated, random (LOO)")
+    if searched is not None and searched.any():
+        ax.scatter(measured[searched], predicted[searched], s=14, label="table sum, searched")
+        ax.scatter(
+            measured[searched], calibrated[searched], s=18, marker="+", label="calibrated, searched"
+        )
     ax.set_xlabel("measured end to end (ms)")
     ax.set_ylabel("predicted (ms)")
     ax.set_title(title, fontsize=9)

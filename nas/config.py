@@ -83,11 +83,11 @@ class LatencyConfig(_Section):
     warmup: int = Field(10, ge=0, description="warm-up runs per key (a new table only)")
     runs: int = Field(50, ge=1, description="timed runs per key (a new table only)")
     serial: str | None = Field(None, description="adb: the device's serial")
-    calibrated: bool = Field(
-        False,
-        description="predict with the table's calibration for this space when there is one "
-        "(`nas latency validate` fits it; fitted on random archs, it can mislead on searched "
-        "ones); false: the raw table sum",
+    calibrated: bool | None = Field(
+        None,
+        description="null: predict with the table's calibration for this space when there is "
+        "one (`nas latency validate` fits it on random archs and checks it on searched ones), "
+        "else the raw table sum; true: require it; false: the raw table sum",
     )
 
 

@@ -133,9 +133,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     src = source(args)
     table = LatencyTable.load(src.root, src.device, src.backend.name)
     cost = CostModel(entry.space(), table)
+    sets = {"n": args.n, "n_searched": args.searched, "seed": args.seed, "rounds": args.rounds}
+    core = None if args.core == "any" else int(args.core)
     with src.backend.build() as backend:
-        report = validate_table(entry, backend, cost, n=args.n, seed=args.seed, rounds=args.rounds)
-    brief = {k: report[k] for k in ("space", "n", "raw", "calibrated_loo")}
+        report = validate_table(
+            entry, backend, cost, core=core, stratified=not args.plain_random, **sets
+        )
+    brief = {k: report[k] for k in ("space", "n", "raw", "calibrated_loo") if k in report}
+    brief |= {k: report[k] for k in ("random", "searched") if k in report}
     brief["files"] = report.get("files", [])
     sys.stdout.write(json.dumps(brief, indent=2) + "\n")
     return 0
@@ -229,7 +234,25 @@ def add_latency_parser(sub: argparse._SubParsersAction) -> None:
     )
     _common(p)
     _backend_opts(p)
-    _end_to_end_opts(p, n=30, rounds=5)
+    _end_to_end_opts(p, n=30, rounds=10)
+    p.add_argument(
+        "--searched",
+        type=int,
+        default=10,
+        help="searched (deep, narrow) architectures measured beside the random ones; the "
+        "calibration is fitted on the random ones only and checked on these",
+    )
+    p.add_argument(
+        "--plain-random",
+        action="store_true",
+        help="draw the random architectures plainly, not stratified by predicted latency",
+    )
+    p.add_argument(
+        "--core",
+        default="-1",
+        help="time pinned to this core (an index into the allowed cores; -1: the last) at a "
+        "raised priority where permitted; 'any': no pinning",
+    )
     p.set_defaults(func=cmd_validate)
     p = lsub.add_parser(
         "adapt",

@@ -1,28 +1,65 @@
-"""The calibration recovers a known residual model and improves held-out predictions."""
+"""The residual model recovers known coefficients, round-trips, refuses old files, and
+improves held-out predictions."""
+
+import json
 
 import numpy as np
 import pytest
 
-from latency_tables.calibration import Calibration
-from latency_tables.validate import loo_calibrated, metrics
+from latency_tables.calibration import FORMAT, Calibration, loo_calibrated
+from latency_tables.validate import metrics
 from nas import ConfigError
 
+NAMES = ["weight_mb", "act_mb", "blocks"]
 
-def test_calibration_recovers_scale_and_per_block_overhead():
-    rng = np.random.default_rng(0)
-    kinds = ["resnet", "transformer", "conv_in"]
-    counts = np.column_stack([rng.integers(2, 12, 40), rng.integers(0, 8, 40), np.ones(40)])
-    pred = rng.uniform(5, 50, 40)
-    measured = 1.3 * pred + 0.4 * counts[:, 0] + 0.2 * counts[:, 1] + 1.0
-    cal = Calibration.fit(pred, counts, measured, kinds, ridge=0.0)
-    assert cal.scale == pytest.approx(1.3, rel=1e-6)
-    assert cal.per_block["resnet"] == pytest.approx(0.4, rel=1e-6)
-    assert cal.per_block["conv_in"] == 0.0  # constant count: absorbed by the intercept
-    np.testing.assert_allclose(cal.apply(pred, counts), measured, rtol=1e-6)
-    assert Calibration.from_json(cal.to_json()) == cal
+
+def synthetic(n: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    feats = np.column_stack(
+        [rng.uniform(1, 12, n), rng.uniform(0.5, 4, n), rng.integers(20, 60, n).astype(float)]
+    )
+    pred = rng.uniform(5, 50, n)
+    measured = 1.1 * pred + feats @ np.array([0.08, 0.3, -0.01]) + 0.4
+    return pred, feats, measured
+
+
+def test_residual_model_recovers_known_coefficients():
+    pred, feats, measured = synthetic()
+    cal = Calibration.fit(pred, feats, measured, NAMES, ridge=0.0)
+    assert cal.scale == pytest.approx(1.1, rel=1e-6)
+    assert [cal.weights[n] for n in NAMES] == pytest.approx([0.08, 0.3, -0.01], rel=1e-6)
+    assert cal.intercept == pytest.approx(0.4, rel=1e-6)
+    np.testing.assert_allclose(cal.apply(pred, feats), measured, rtol=1e-9)
+    # a feature that never varies is absorbed by the intercept
+    const = feats.copy()
+    const[:, 2] = 30.0
+    flat = Calibration.fit(pred, const, 1.1 * pred + 0.3 * const[:, 1] + 1.0, NAMES, ridge=0.0)
+    assert flat.weights["blocks"] == 0.0 and flat.weights["act_mb"] == pytest.approx(0.3)
+
+
+def test_format_round_trips_and_old_files_teach_the_refit(tmp_path):
+    pred, feats, measured = synthetic()
+    cal = Calibration.fit(pred, feats, measured, NAMES, info={"archs": "random"})
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps(cal.to_json()))
+    back = Calibration.load(path)
+    assert back == cal and back.to_json()["format"] == FORMAT
+    assert back.to_json()["units"]["weight_mb"] == "ms per MB"
+    old = {"format": "mqnas-latency-calibration/1", "scale": 1.0, "per_block": {}, "intercept": 0}
+    path.write_text(json.dumps(old))
+    with pytest.raises(ConfigError, match="nas latency validate --space") as e:
+        Calibration.load(path)
+    assert str(path) in str(e.value)
     with pytest.raises(ConfigError, match="not an mqnas latency calibration"):
         Calibration.from_json({"format": "x"})
-    noisy = measured * rng.normal(1, 0.02, 40)
-    raw, loo = metrics(pred, noisy), metrics(loo_calibrated(pred, counts, noisy, kinds), noisy)
-    assert loo["mape_pct"] < raw["mape_pct"] and loo["within_10pct"] >= 0.9
+    with pytest.raises(ConfigError, match="unknown residual feature"):
+        Calibration(1.0, {"n_resnet": 0.1}, 0.0, 3)
+
+
+def test_leave_one_out_improves_a_noisy_table_sum():
+    pred, feats, measured = synthetic(seed=1)
+    noisy = measured * np.random.default_rng(2).normal(1, 0.02, len(measured))
+    loo = loo_calibrated(pred, feats, noisy, NAMES)
+    raw, cal = metrics(pred, noisy), metrics(loo, noisy)
+    assert cal["mape_pct"] < raw["mape_pct"] and cal["within_10pct"] >= 0.9
     assert raw["kendall_tau"] > 0.5

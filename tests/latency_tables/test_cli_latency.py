@@ -32,17 +32,24 @@ def test_latency_commands(tmp_path, capsys):
     assert main(["latency", "show", *OPTS, *tables]) == 0
     out = capsys.readouterr().out
     assert '"schema_version": 2' in out and "dit_block" in out and "keys measured" in out
-    assert main(["latency", "validate", "--space", SPACE, *OPTS, *tables, *SPEED, "--n", "8"]) == 0
+    validate = ["latency", "validate", "--space", SPACE, *OPTS, *tables, *SPEED, "--n", "8"]
+    assert main([*validate, "--searched", "3", "--rounds", "2"]) == 0
     report = json.loads(capsys.readouterr().out)
-    for part in ("raw", "calibrated_loo"):
-        assert set(report[part]) == {
+    assert report["searched"]["n"] == 3 and report["random"]["n"] == 8
+    for part in (
+        report["raw"],
+        report["calibrated_loo"],
+        report["searched"]["raw"],
+        report["searched"]["calibrated"],
+    ):
+        assert set(part) == {
             "mape_pct",
             "within_5pct",
             "within_10pct",
             "kendall_tau",
             "spearman",
         }
-        assert report[part]["mape_pct"] >= 0
+        assert part["mape_pct"] >= 0
     files = report["files"]
     assert any(f.endswith(".png") for f in files)
     cal = Calibration.load(next(f for f in files if f.endswith("calibration.json")))

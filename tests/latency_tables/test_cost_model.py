@@ -16,10 +16,11 @@ import torch
 from cost_kit import one_hot_probs
 
 import search_spaces  # noqa: F401
-from latency_tables.calibration import Calibration, block_counts
+from latency_tables.calibration import Calibration
 from latency_tables.cost import CostModel, soft_choice
-from latency_tables.keys import BlockKey, block_kernel_shares, keys_of
+from latency_tables.keys import KERNELS, BlockKey, block_kernel_shares, kernel_of, keys_of
 from latency_tables.measurement import Measurement
+from latency_tables.residual import WEIGHT_BYTES
 from latency_tables.structure import SpaceStructure
 from latency_tables.table import Entry, LatencyTable
 from nas import SPACES, ConfigError, MissingLatencyEntryError
@@ -113,25 +114,53 @@ def test_expected_latency_is_exact_on_one_hot_and_differentiable(setup):
     assert e.item() == pytest.approx(mc, rel=0.05)
 
 
+def reference_features(spec, kernel_map=None) -> np.ndarray:
+    """weight_mb, act_mb, blocks, layers of one spec, summed layer by layer (no flat
+    tables)."""
+    kernel_map = kernel_map or {}
+    w = a = 0.0
+    for layer in spec.layers:
+        k = kernel_map.get(kernel_of(layer.quant), kernel_of(layer.quant))
+        w += layer.params * WEIGHT_BYTES[k] / 1e6
+        a += (layer.in_features + layer.out_features) * layer.positions * 4 / 1e6
+    return np.array([w, a, len(spec.blocks), len(spec.layers)])
+
+
 def test_calibrated_cost_model_applies_the_calibration_everywhere(setup):
     space, _st, _, table = setup
     specs = [space.freeze(s) for s in space.sample_many(50, rng=2)]
-    kinds = sorted({b.kind for s in specs for b in s.blocks})
-    per_block = {k: 0.1 * (i + 1) for i, k in enumerate(kinds)}
-    cal = Calibration(scale=1.3, per_block=per_block, intercept=0.7, n_fit=30)
+    names = ("weight_mb", "act_mb", "blocks", "layers")
+    weights = {"weight_mb": 0.05, "act_mb": 0.2, "blocks": -0.01, "layers": 0.003}
+    cal = Calibration(1.3, weights, 0.7, 30)
     raw, cm = CostModel(space, table), CostModel(space, table, calibration=cal)
-    counts = np.stack([block_counts(s, kinds) for s in specs])
+    feats = raw.features(specs, names)
+    # the vectorized features are the per-sample sums over layers and blocks
+    np.testing.assert_allclose(feats, np.stack([reference_features(s) for s in specs]))
     costs = cm.costs(specs, ("latency_ms", "table_ms"))
     np.testing.assert_allclose(costs["table_ms"], raw.predict(specs), rtol=1e-12)
-    np.testing.assert_allclose(costs["latency_ms"], cal.apply(raw.predict(specs), counts))
+    np.testing.assert_allclose(costs["latency_ms"], cal.apply(raw.predict(specs), feats))
     # the expectation is calibrated too: exact on one-hot probabilities (depth labels
     # remove blocks, so the per-block terms must follow P(block present))
-    s = specs[0].sample_dict
-    onehot = one_hot_probs(space, s)
-    assert cm.expected(onehot).item() == pytest.approx(costs["latency_ms"][0], rel=1e-9)
+    for s in specs[:3]:
+        onehot = one_hot_probs(space, s.sample_dict)
+        assert cm.expected(onehot).item() == pytest.approx(cm.predict([s])[0], rel=1e-9)
     uniform = {lab: torch.full((len(space[lab]),), 1 / len(space[lab])) for lab in space.labels}
     mc = cm.predict(space.sample_many(4000, rng=5)).mean()
     assert cm.expected(uniform).item() == pytest.approx(mc, rel=0.05)
+
+
+def test_weight_bytes_follow_the_kernels_the_runtime_runs(setup):
+    space, _st, root, _table = setup
+    # a runtime that runs every kernel class as fp32 reloads 4 bytes per weight
+    aliased = LatencyTable.create(
+        root / "aliased", "dev", "fake", {"kernel_map": dict.fromkeys(KERNELS, "fp32")}
+    )
+    for k in SpaceStructure(space).block_keys():
+        aliased.add(Entry(k, Measurement(1.0, 1.0, 0.0, 5, 1.0)))
+    specs = [space.freeze(space.min())]
+    cm = CostModel(space, aliased)
+    got = cm.features(specs, ("weight_mb",))[0, 0]
+    assert got == pytest.approx(sum(layer.params for layer in specs[0].layers) * 4 / 1e6)
 
 
 def test_soft_choice_interpolates_between_options():
