@@ -17,13 +17,16 @@ report and a scatter plot next to the table, as `nas latency validate` does.
     .venv/bin/python bench/latency_accuracy.py [--n 30] [--searched 10] [--rounds 10]
         [--lock /tmp/mqnas-timing.lock] [--out bench/results/latency_accuracy_onnxruntime.json]
 
-(it converts every model first, then takes the `--lock` flock for the timing rounds only)
+(it converts every model first, then takes the `--lock` flock for the timing rounds only).
+``--refit`` times nothing: it fits the residual model again on the end-to-end rounds the
+last run recorded beside the table (`latency_tables.validate.refit`), e.g. after a change
+of its features (``--features``) or of ``--nonneg-intercept``; the JSON says so
+(``refit_of``) and keeps that run's load averages.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import numpy as np
@@ -33,38 +36,55 @@ import search_spaces  # noqa: F401
 from latency_tables.backends import BACKENDS
 from latency_tables.calibration import Calibration, loo_calibrated
 from latency_tables.cost import CostModel
+from latency_tables.residual import DEFAULT_FEATURES, NONNEG_INTERCEPT
 from latency_tables.structure import SpaceStructure
 from latency_tables.table import DATA_ROOT, LatencyTable
-from latency_tables.validate import metrics, validate_table
+from latency_tables.validate import metrics, refit, validate_table
 from nas import SPACES
 
-ABLATION = ((), ("blocks",), ("weight_mb",), ("act_mb",), ("weight_mb", "act_mb"))
+ABLATION = (
+    (),
+    ("blocks",),
+    ("layers",),
+    ("weight_mb",),
+    ("act_mb",),
+    ("weight_mb", "act_mb"),
+    ("act_mb", "layers"),
+    ("weight_mb", "act_mb", "layers"),
+    ("weight_mb", "act_mb", "blocks"),
+    ("weight_mb", "act_mb", "layers", "blocks"),
+)
 
 
 def ablation(archs: list[dict]) -> dict[str, dict]:
-    """Each candidate feature set of the residual model, fitted on the random set as
-    `validate` fits the default one: random leave-one-out and searched figures."""
-    rand = [a for a in archs if a["set"] == "random"]
-    srch = [a for a in archs if a["set"] == "searched"]
+    """Each candidate feature set of the residual model, with a free intercept and with
+    one held at ≥ 0 (``c>=0``), fitted on the random set as `validate` fits the default
+    one: random leave-one-out and searched figures."""
     out = {}
     for names in ABLATION:
-
-        def cols(xs: list[dict], names: tuple[str, ...] = names) -> tuple:
-            return (
-                np.array([a["predicted_ms"] for a in xs]),
-                np.array([[a[f] for f in names] for a in xs]).reshape(len(xs), len(names)),
-                np.array([a["measured_ms"] for a in xs]),
-            )
-
-        p, f, m = cols(rand)
-        row = {"random_loo": metrics(loo_calibrated(p, f, m, names), m)}
-        if srch:
-            cal = Calibration.fit(p, f, m, names)
-            ps, fs, ms = cols(srch)
-            row["searched"] = metrics(cal.apply(ps, fs), ms)
-            row["fit"] = {"scale": cal.scale, **cal.weights, "intercept": cal.intercept}
-        out["+".join(names) or "scale+intercept"] = row
+        for nonneg in (False, True):
+            key = "+".join(names) or "scale+intercept"
+            out[key + (" c>=0" if nonneg else "")] = _ablate(archs, names, nonneg)
     return out
+
+
+def _ablate(archs: list[dict], names: tuple[str, ...], nonneg: bool) -> dict:
+    def cols(xs: list[dict]) -> tuple:
+        return (
+            np.array([a["predicted_ms"] for a in xs]),
+            np.array([[a[f] for f in names] for a in xs]).reshape(len(xs), len(names)),
+            np.array([a["measured_ms"] for a in xs]),
+        )
+
+    p, f, m = cols([a for a in archs if a["set"] == "random"])
+    row = {"random_loo": metrics(loo_calibrated(p, f, m, names, nonneg_intercept=nonneg), m)}
+    srch = [a for a in archs if a["set"] == "searched"]
+    if srch:
+        cal = Calibration.fit(p, f, m, names, nonneg_intercept=nonneg)
+        ps, fs, ms = cols(srch)
+        row["searched"] = metrics(cal.apply(ps, fs), ms)
+        row["fit"] = {"scale": cal.scale, **cal.weights, "intercept": cal.intercept}
+    return row
 
 
 def main() -> None:
@@ -84,9 +104,25 @@ def main() -> None:
         default="/tmp/mqnas-timing.lock",
         help="flock held while timing (not while converting); '' for none",
     )
+    ap.add_argument(
+        "--features",
+        nargs="+",
+        default=list(DEFAULT_FEATURES),
+        help="residual features of the calibration (latency_tables.residual.FEATURES)",
+    )
+    ap.add_argument(
+        "--nonneg-intercept",
+        action=argparse.BooleanOptionalAction,
+        default=NONNEG_INTERCEPT,
+        help="hold the calibration's intercept (a per-inference overhead) at >= 0",
+    )
+    ap.add_argument(
+        "--refit",
+        action="store_true",
+        help="time nothing: refit on the rounds the last run recorded beside the table",
+    )
     args = ap.parse_args()
 
-    load_before = list(os.getloadavg())
     entry = SPACES.get(args.space)
     space = entry.space()
     t0 = time.perf_counter()
@@ -96,12 +132,17 @@ def main() -> None:
     cost = CostModel(space, table, structure=structure)
 
     s = table.meta["settings"]
-    backend = BACKENDS.get(args.backend)(threads=s["threads"], warmup=s["warmup"], runs=s["runs"])
-    t0 = time.perf_counter()
-    # the shipped table's calibration, report and scatter, as `nas latency validate` saves
-    sets = {"n": args.n, "n_searched": args.searched, "seed": args.seed, "rounds": args.rounds}
-    report = validate_table(entry, backend, cost, core=args.core, lock=args.lock or None, **sets)
-    e2e_s = time.perf_counter() - t0
+    model = {"features": args.features, "nonneg_intercept": args.nonneg_intercept}
+    if args.refit:
+        report = refit(cost, args.backend, **model)
+    else:
+        backend = BACKENDS.get(args.backend)(
+            threads=s["threads"], warmup=s["warmup"], runs=s["runs"]
+        )
+        # the shipped table's calibration, report and scatter, as `nas latency validate` saves
+        sets = {"n": args.n, "n_searched": args.searched, "seed": args.seed, "rounds": args.rounds}
+        lock = args.lock or None
+        report = validate_table(entry, backend, cost, core=args.core, lock=lock, **sets, **model)
 
     # predict throughput with the fitted calibration folded in: from an option-index matrix
     # (the vectorized path), and from samples
@@ -127,14 +168,20 @@ def main() -> None:
             "keys": len(structure.block_keys()),
             "keys_measured": len(table),
             "table_build_seconds": table.meta.get("build_seconds"),
+            # interleaved timing rounds per key when the table was built (1: before rounds)
+            "table_build_rounds": table.meta.get("build_rounds", 1),
             "structure_analysis_seconds": round(structure_s, 2),
-            "n_archs": args.n,
+            "n_archs": report["n"],
             "n_searched": report["n_searched"],
             "statistic": report["statistic"],
             "rounds": report["rounds"],
             "core": report["core"],
-            "load_average_before": load_before,
-            "load_average_after": list(os.getloadavg()),
+            # the host's load averages (1, 5, 15 min) before and after converting and timing
+            "load_average_before": report["load_average"]["before"],
+            "load_average_after": report["load_average"]["after"],
+            "refit_of": report.get("refit_of"),
+            "features": list(args.features),
+            "nonneg_intercept": report["nonneg_intercept"],
             # per set: τ of the end-to-end measurement against itself (best of even vs
             # odd rounds), the ceiling any prediction can reach on this machine then;
             # raw table sum; calibrated (random: leave-one-out; searched: fitted on
@@ -148,7 +195,7 @@ def main() -> None:
             "goal": {"within_10pct": 0.95, "kendall_tau": 0.95, "sets": ["random", "searched"]},
             "predict_per_second_index": round(per_s_index),
             "predict_per_second_samples": round(per_s_samples),
-            "end_to_end_seconds": round(e2e_s, 1),
+            "end_to_end_seconds": report["end_to_end_seconds"],
             "files": report["files"],
             # per architecture (its sample is in the validation.json beside the table)
             "archs": [{k: v for k, v in a.items() if k != "sample"} for a in report["archs"]],

@@ -109,25 +109,43 @@ class Calibration:
         names: Sequence[str],
         ridge: float = 1e-2,
         info: Mapping[str, Any] | None = None,
+        nonneg_intercept: bool = False,
     ) -> Calibration:
         """Least squares of the relative error, ridge `ridge` · N on the standardised
         feature terms (not on the scale or the intercept); a feature that never varies
-        here gets weight 0 (the intercept absorbs it)."""
+        here gets weight 0 (the intercept absorbs it). `nonneg_intercept`: the intercept is
+        a per-inference overhead, which cannot be negative: where the free fit's is, the
+        model is refitted without one (c = 0)."""
         names = check_features(list(names))
         predicted = np.asarray(predicted, dtype=float)
         measured = np.asarray(measured, dtype=float)
         feats = np.asarray(features, dtype=float).reshape(len(predicted), len(names))
         varies = feats.std(0) > 1e-12 * (np.abs(feats).max(0) + 1e-300)
-        x = np.column_stack([predicted, feats[:, varies], np.ones(len(predicted))])
-        sd = np.ones(x.shape[1])
-        sd[1:-1] = feats[:, varies].std(0)
-        xs = x / sd / measured[:, None]  # rows weighted by 1 / measured: relative errors
-        y = np.ones(len(measured))
-        reg = np.diag([0.0] + [ridge * len(x)] * int(varies.sum()) + [0.0])
-        w = np.linalg.lstsq(xs.T @ xs + reg, xs.T @ y, rcond=None)[0] / sd
+        w = _relative_lstsq(predicted, feats[:, varies], measured, ridge, intercept=True)
+        if nonneg_intercept and w[-1] < 0:
+            w = np.append(
+                _relative_lstsq(predicted, feats[:, varies], measured, ridge, intercept=False), 0.0
+            )
         weights = dict.fromkeys(names, 0.0)
         weights.update(zip([n for n, v in zip(names, varies) if v], map(float, w[1:-1])))
-        return cls(float(w[0]), weights, float(w[-1]), len(x), dict(info or {}))
+        return cls(float(w[0]), weights, float(w[-1]), len(predicted), dict(info or {}))
+
+
+def _relative_lstsq(
+    predicted: np.ndarray, feats: np.ndarray, measured: np.ndarray, ridge: float, intercept: bool
+) -> np.ndarray:
+    """[scale, feature weights…(, intercept)] minimising Σ ((x·w − m) / m)² plus the ridge
+    on the standardised feature terms."""
+    cols = [predicted[:, None], feats] + ([np.ones((len(predicted), 1))] if intercept else [])
+    x = np.column_stack(cols)
+    sd = np.ones(x.shape[1])
+    sd[1 : 1 + feats.shape[1]] = feats.std(0)
+    xs = x / sd / measured[:, None]  # rows weighted by 1 / measured: relative errors
+    reg = np.zeros(x.shape[1])
+    reg[1 : 1 + feats.shape[1]] = ridge * len(x)
+    return (
+        np.linalg.lstsq(xs.T @ xs + np.diag(reg), xs.T @ np.ones(len(measured)), rcond=None)[0] / sd
+    )
 
 
 def loo_calibrated(
@@ -136,11 +154,19 @@ def loo_calibrated(
     measured: np.ndarray,
     names: Sequence[str],
     ridge: float = 1e-2,
+    nonneg_intercept: bool = False,
 ) -> np.ndarray:
     """Leave-one-out calibrated predictions (each fitted without its own architecture)."""
     out = np.empty(len(measured))
     for i in range(len(measured)):
         keep = np.arange(len(measured)) != i
-        cal = Calibration.fit(predicted[keep], features[keep], measured[keep], names, ridge)
+        cal = Calibration.fit(
+            predicted[keep],
+            features[keep],
+            measured[keep],
+            names,
+            ridge,
+            nonneg_intercept=nonneg_intercept,
+        )
         out[i] = cal.apply(predicted[i : i + 1], features[i : i + 1])[0]
     return out

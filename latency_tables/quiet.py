@@ -6,7 +6,9 @@ the other core's load; one pinned to a core (`os.sched_setaffinity`) with a high
 priority (a lower nice value) is preempted less often, so more of its timed runs are
 clean and its best-of-rounds minimum is steadier. Both are best effort: where the
 platform or the permissions refuse, the timing goes on as it is and says so in the log.
-`file_lock` keeps two timing jobs that share a lock file from overlapping.
+`file_lock` keeps two timing jobs that share a lock file from overlapping;
+`timing_context` is both, what a table build's rounds (`latency_tables.build`) and an
+end-to-end check's (`latency_tables.validate`) run in.
 """
 
 from __future__ import annotations
@@ -65,3 +67,15 @@ def file_lock(path: str | Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def timing_context(lock: str | Path | None, core: int | None) -> Iterator[None]:
+    """Hold `lock` (when given), then pin to `core` (when given): what timing rounds run
+    in, entered after the conversions (single use; build a new one per timing spell)."""
+    with contextlib.ExitStack() as stack:
+        if lock is not None:
+            stack.enter_context(file_lock(lock))
+        if core is not None:
+            stack.enter_context(one_core(core))
+        yield

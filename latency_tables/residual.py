@@ -93,6 +93,8 @@ UNITS = {
 }
 #: what `nas latency validate` fits by default (see the README for the measured choice)
 DEFAULT_FEATURES = ("weight_mb", "act_mb", "layers")
+#: whether it holds the intercept (a per-inference overhead) at ≥ 0 by default
+NONNEG_INTERCEPT = False
 
 
 def check_features(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +28,10 @@ from latency_tables.calibration import Calibration, calibration_path, loo_calibr
 from latency_tables.cost import CostModel
 from latency_tables.kernels import kernel_of
 from latency_tables.measurement import Measurement
-from latency_tables.quiet import file_lock, one_core
-from latency_tables.residual import DEFAULT_FEATURES, FEATURES
+from latency_tables.quiet import timing_context
+from latency_tables.residual import DEFAULT_FEATURES, FEATURES, NONNEG_INTERCEPT
 from nas.errors import ConfigError
-from nas.io import write_json
+from nas.io import read_json, write_json
 from nas.quant.scheme import QuantScheme
 from nas.space import Sample, SearchSpace
 from nas.spec import ArchSpec
@@ -252,17 +254,14 @@ def validate(
     core: int | None = -1,
     stratified: bool = True,
     lock: str | Path | None = None,
+    nonneg_intercept: bool = NONNEG_INTERCEPT,
 ) -> dict[str, Any]:
     """Measure `n` random (`stratified`: by `stratified_samples`, else plain draws) and
     `n_searched` searched architectures end to end (`rounds`
     interleaved rounds over all of them, each keeping its best; the table's statistic;
     on one core, `latency_tables.quiet.one_core(core)`, unless `core` is None; holding
     `lock` (a file other timing jobs `flock` too) while timing, not while converting),
-    compare with the table, and fit the residual model on the random ones.
-
-    Report: ``random`` (raw, calibrated leave-one-out) and ``searched`` (raw, calibrated
-    by the fit on every random architecture), each with its repeatability τ; ``raw`` and
-    ``calibrated_loo`` at the top are the random set's; ``calibration`` the fitted model.
+    compare with the table, and fit the residual model on the random ones (`assess`).
     """
     space = entry.space()
     table_host = cost.table.meta.get("fingerprint")  # type: ignore[union-attr]
@@ -280,34 +279,81 @@ def validate(
         samples = runnable_samples(space, backend, space.sample_many(n, rng=seed))
     samples += searched_samples(space, backend, cost, n_searched, seed=seed + 1)
     specs = [space.freeze(s) for s in samples]
+    statistic = cost.table.statistic  # type: ignore[union-attr]  (predict needs the table)
+    load_before, t0 = list(os.getloadavg()), time.perf_counter()
+    times = time_end_to_end(
+        entry, backend, specs, batch, statistic, rounds, progress, timing=timing_context(lock, core)
+    )
+    seconds = round(time.perf_counter() - t0, 1)
+    report = assess(
+        cost,
+        specs,
+        n,
+        times,
+        features,
+        nonneg_intercept,
+        provenance={
+            "table_fingerprint_matches": table_host == backend.fingerprint(),
+            "stratified": stratified,
+            "seed": seed,
+            "statistic": statistic,
+            "core": core,
+            # converting and timing; the host's load averages (1, 5, 15 min) around them
+            "end_to_end_seconds": seconds,
+            "load_average": {"before": load_before, "after": list(os.getloadavg())},
+        },
+    )
+    if out_dir is not None:
+        report["files"] = save_report(report, out_dir, backend.name)
+    return report
+
+
+def assess(
+    cost: CostModel,
+    specs: Sequence[ArchSpec],
+    n: int,
+    times: np.ndarray,
+    features: Sequence[str] = DEFAULT_FEATURES,
+    nonneg_intercept: bool = NONNEG_INTERCEPT,
+    provenance: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Compare the table with end-to-end `times` (rounds, archs) of `specs`, whose first `n`
+    are the random set and the rest the searched one, and fit the residual model of
+    `latency_tables.calibration` on the random set.
+
+    Report: ``random`` (raw, calibrated leave-one-out) and ``searched`` (raw, calibrated
+    by the fit on every random architecture), each with its repeatability τ; ``raw`` and
+    ``calibrated_loo`` at the top are the random set's; ``calibration`` the fitted model;
+    ``archs`` every architecture with its sample, every round and every residual feature.
+    """
+    space = cost.space
     sets = ["random"] * n + ["searched"] * (len(specs) - n)
     # the raw table sum (a calibrated CostModel is refitted from scratch)
     predicted = cost.costs(specs, ("table_ms",))["table_ms"]
     names = tuple(features)
     every = cost.features(specs, tuple(FEATURES))  # all of them, for ablations
     feats = every[:, [list(FEATURES).index(f) for f in names]]
-    statistic = cost.table.statistic  # type: ignore[union-attr]  (predict needs the table)
-    times = time_end_to_end(
-        entry, backend, specs, batch, statistic, rounds, progress, timing=_timing(lock, core)
-    )
     measured = times.min(0)
     r = slice(0, n)
-    info = {"table": str(cost.table.csv_path), "space": space.name, "archs": "random", "seed": seed}  # type: ignore[union-attr]
-    cal = Calibration.fit(predicted[r], feats[r], measured[r], names, info=info)
+    info = {
+        "table": str(cost.table.csv_path),  # type: ignore[union-attr]
+        "space": space.name,
+        "archs": "random",
+        **{k: v for k, v in (provenance or {}).items() if k == "seed"},
+    }
+    fit = {"nonneg_intercept": nonneg_intercept}
+    cal = Calibration.fit(predicted[r], feats[r], measured[r], names, info=info, **fit)
     corrected = np.empty(len(specs))
-    corrected[r] = loo_calibrated(predicted[r], feats[r], measured[r], names)
+    corrected[r] = loo_calibrated(predicted[r], feats[r], measured[r], names, **fit)
     corrected[n:] = cal.apply(predicted[n:], feats[n:])
     rand = _set_report(times[:, r], predicted[r], corrected[r], "calibrated_loo")
     report = {
         "space": space.name,
-        "table_fingerprint_matches": table_host == backend.fingerprint(),
+        **dict(provenance or {}),
         "n": n,
         "n_searched": len(specs) - n,
-        "stratified": stratified,
-        "seed": seed,
-        "statistic": statistic,
-        "rounds": rounds,
-        "core": core,
+        "rounds": len(times),
+        "nonneg_intercept": nonneg_intercept,
         "repeatability_tau": rand["repeatability_tau"],
         "raw": rand["raw"],
         "calibrated_loo": rand["calibrated_loo"],
@@ -322,43 +368,92 @@ def validate(
                 "predicted_ms": float(p),
                 "calibrated_ms": float(c),
                 "measured_ms": float(m),
+                "rounds_ms": [float(t) for t in ts],  # every round, in order (best: measured)
                 **{f: float(v) for f, v in zip(FEATURES, fv)},
             }
-            for kind, s, p, c, m, fv in zip(sets, specs, predicted, corrected, measured, every)
+            for kind, s, p, c, m, ts, fv in zip(
+                sets, specs, predicted, corrected, measured, times.T, every
+            )
         ],
     }
     if len(specs) > n:
         s_ = slice(n, None)
         report["searched"] = _set_report(times[:, s_], predicted[s_], corrected[s_], "calibrated")
-    if out_dir is not None:
-        out = Path(out_dir)
-        stem = f"{backend.name}.{space.name}"
-        write_json(calibration_path(out / f"{backend.name}.csv", space.name), cal.to_json())
-        write_json(out / f"{stem}.validation.json", report)
-        scatter(
-            predicted,
-            corrected,
-            measured,
-            out / f"{stem}.validation.png",
-            title=f"{space.name} on {out.name}/{backend.name}",
-            searched=np.array([k == "searched" for k in sets]),
-        )
-        report["files"] = [
-            str(out / f"{stem}.{x}")
-            for x in ("calibration.json", "validation.json", "validation.png")
-        ]
     return report
 
 
-@contextlib.contextmanager
-def _timing(lock: str | Path | None, core: int | None) -> Iterator[None]:
-    """The lock, then the core, entered only when the timing rounds start."""
-    with contextlib.ExitStack() as stack:
-        if lock is not None:
-            stack.enter_context(file_lock(lock))
-        if core is not None:
-            stack.enter_context(one_core(core))
-        yield
+def save_report(report: Mapping[str, Any], out_dir: str | Path, backend: str) -> list[str]:
+    """Save a report's calibration, the report and a scatter plot beside the table in
+    `out_dir` (what the pipeline and `refit` read); returns their paths."""
+    out = Path(out_dir)
+    space = report["space"]
+    stem = f"{backend}.{space}"
+    write_json(calibration_path(out / f"{backend}.csv", space), report["calibration"])
+    write_json(out / f"{stem}.validation.json", report)
+    archs = report["archs"]
+    col = lambda k: np.array([a[k] for a in archs])
+    scatter(
+        col("predicted_ms"),
+        col("calibrated_ms"),
+        col("measured_ms"),
+        out / f"{stem}.validation.png",
+        title=f"{space} on {out.name}/{backend}",
+        searched=col("set") == "searched",
+    )
+    return [
+        str(out / f"{stem}.{x}") for x in ("calibration.json", "validation.json", "validation.png")
+    ]
+
+
+def refit(
+    cost: CostModel,
+    backend: str,
+    features: Sequence[str] = DEFAULT_FEATURES,
+    nonneg_intercept: bool = NONNEG_INTERCEPT,
+) -> dict[str, Any]:
+    """`assess` again, from the end-to-end rounds a `validate` run recorded beside the
+    cost model's table (its ``validation.json``), without timing anything: another residual
+    model on the same measurements. Saves, as `validate` does."""
+    table = cost.table
+    if table is None:
+        raise ConfigError(
+            "refit needs a CostModel built on a latency table: CostModel(space, LatencyTable.load(...))"
+        )
+    path = table.csv_path.with_name(f"{backend}.{cost.space.name}.validation.json")
+    if not path.exists():
+        raise ConfigError(
+            f"no recorded validation at {path}; measure one with `nas latency validate "
+            f"--space {cost.space.name} --backend {backend} --device {table.meta.get('device')}`"
+        )
+    old = read_json(path)
+    archs = old.get("archs", [])
+    if not archs or any("rounds_ms" not in a for a in archs):
+        raise ConfigError(
+            f"{path} has no per-round times (recorded before they were kept); measure again "
+            f"with `nas latency validate --space {cost.space.name} --backend {backend}`"
+        )
+    specs = [cost.space.freeze(a["sample"]) for a in archs]
+    times = np.array([a["rounds_ms"] for a in archs]).T
+    keep = (
+        "table_fingerprint_matches",
+        "stratified",
+        "seed",
+        "statistic",
+        "core",
+        "end_to_end_seconds",
+        "load_average",
+    )
+    report = assess(
+        cost,
+        specs,
+        int(old["n"]),
+        times,
+        features,
+        nonneg_intercept,
+        provenance={k: old[k] for k in keep if k in old} | {"refit_of": str(path)},
+    )
+    report["files"] = save_report(report, table.csv_path.parent, backend)
+    return report
 
 
 def validate_table(
@@ -375,6 +470,7 @@ def validate_table(
     stratified: bool = True,
     lock: str | Path | None = None,
     progress: bool = True,
+    nonneg_intercept: bool = NONNEG_INTERCEPT,
 ) -> dict[str, Any]:
     """`validate` against the cost model's own table: its batch, and the calibration,
     report and scatter saved beside its CSV (what `nas latency validate` does)."""
@@ -396,6 +492,7 @@ def validate_table(
         core=core,
         stratified=stratified,
         lock=lock,
+        nonneg_intercept=nonneg_intercept,
     )
 
 

@@ -1,6 +1,6 @@
 """`nas latency …`: build, check, show and validate latency tables.
 
-nas latency build    --space S --backend B --device D [--serial X] [--threads N] …
+nas latency build    --space S --backend B --device D [--rounds 5] [--serial X] [--threads N] …
 nas latency coverage --space S --backend B --device D
 nas latency show     --backend B --device D
 nas latency validate --space S --backend B --device D [--n 30] [--rounds 5]
@@ -77,12 +77,25 @@ def cmd_build(args: argparse.Namespace) -> int:
             retry_failed=args.retry_failed,
             force=args.force,
             statistic=args.statistic,
+            rounds=args.rounds,
+            timing=_timing(args),
         )
     sys.stdout.write(
         f"{rep.table}: {rep.needed} keys needed, {rep.already} already measured, "
         f"{rep.measured} measured now, {rep.failed} failed, {rep.seconds:.1f} s\n"
     )
     return 0 if rep.failed == 0 else 1
+
+
+def _timing(args: argparse.Namespace):
+    """A factory of the context timing runs in: pinned to `--core` at a raised priority,
+    holding `--lock`."""
+    import functools
+
+    from latency_tables.quiet import timing_context
+
+    core = None if args.core == "any" else int(args.core)
+    return functools.partial(timing_context, args.lock or None, core)
 
 
 def cmd_coverage(args: argparse.Namespace) -> int:
@@ -137,7 +150,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     core = None if args.core == "any" else int(args.core)
     with src.backend.build() as backend:
         report = validate_table(
-            entry, backend, cost, core=core, stratified=not args.plain_random, **sets
+            entry,
+            backend,
+            cost,
+            core=core,
+            lock=args.lock or None,
+            stratified=not args.plain_random,
+            **sets,
         )
     brief = {k: report[k] for k in ("space", "n", "raw", "calibrated_loo") if k in report}
     brief |= {k: report[k] for k in ("random", "searched") if k in report}
@@ -194,6 +213,21 @@ def _end_to_end_opts(p: argparse.ArgumentParser, n: int, rounds: int) -> None:
     )
 
 
+def _quiet_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--core",
+        default="-1",
+        help="time pinned to this core (an index into the allowed cores; -1: the last) at a "
+        "raised priority where permitted; 'any': no pinning",
+    )
+    p.add_argument(
+        "--lock",
+        default="/tmp/mqnas-timing.lock",
+        help="a file flock-ed while timing (not while converting), which other timing jobs "
+        "share; '' for none",
+    )
+
+
 def add_latency_parser(sub: argparse._SubParsersAction) -> None:
     from latency_tables.table import STATISTICS  # light: csv and json only
 
@@ -214,6 +248,14 @@ def add_latency_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--force", action="store_true", help="add to a table measured with other settings"
     )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="timing rounds per key, interleaved over chunks of keys, each key keeping its "
+        "best (on a shared host 5 makes keys steadier; the shipped table used 5)",
+    )
+    _quiet_opts(p)
     p.add_argument(
         "--statistic",
         choices=STATISTICS,
@@ -247,12 +289,7 @@ def add_latency_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="draw the random architectures plainly, not stratified by predicted latency",
     )
-    p.add_argument(
-        "--core",
-        default="-1",
-        help="time pinned to this core (an index into the allowed cores; -1: the last) at a "
-        "raised priority where permitted; 'any': no pinning",
-    )
+    _quiet_opts(p)
     p.set_defaults(func=cmd_validate)
     p = lsub.add_parser(
         "adapt",

@@ -92,3 +92,62 @@ def test_foreign_or_changed_tables_are_refused(tmp_path):
     table.meta_path.write_text(json.dumps(meta))
     with pytest.raises(ConfigError, match="fingerprint"):
         build_table(entry, torch_backend(), tmp_path, "host", keys=keys, progress=False)
+
+
+def test_rounds_keep_each_keys_best_round_and_time_inside_the_quiet_context(tmp_path):
+    import contextlib
+
+    from latency_tables.backends.torch_eager import TorchBackend
+
+    class Recording(TorchBackend):
+        """The torch backend, keeping every measurement it returns, in call order."""
+
+        def __init__(self) -> None:
+            super().__init__(threads=1, warmup=1, runs=3)
+            self.seen: list = []
+
+        def prepare(self, module, inputs, plan):
+            run = super().prepare(module, inputs, plan)
+
+            def timed():
+                self.seen.append(run())
+                return self.seen[-1]
+
+            return timed
+
+    entry = SPACES.get(ENTRY)
+    keys = [k for k in SpaceStructure(entry.space()).block_keys() if k.kernel == "fp32"][:5]
+    entered = []
+
+    @contextlib.contextmanager
+    def timing():
+        entered.append(1)
+        yield
+
+    backend = Recording()
+    rep = build_table(
+        entry,
+        backend,
+        tmp_path,
+        "host",
+        keys=keys,
+        rounds=3,
+        chunk=2,
+        timing=timing,
+        progress=False,
+    )
+    assert (rep.measured, rep.failed) == (5, 0)
+    assert len(entered) == 3  # one timing spell per chunk of 2 keys
+    rounds = backend.seen
+    assert len(rounds) == 3 * 5
+    table = LatencyTable.load(tmp_path, "host", "torch")
+    assert table.meta["build_rounds"] == 3
+    # chunks [k0 k1] [k2 k3] [k4], each timed round by round: k0 k1 k0 k1 k0 k1 k2 k3 …
+    order = [0, 1] * 3 + [2, 3] * 3 + [4] * 3
+    for i, key in enumerate(keys):
+        mine = [m for m, j in zip(rounds, order) if j == i]
+        best = min(mine, key=lambda m: m.min_ms)
+        got = table.get(key).measurement  # that round's row (its median too), as the CSV keeps it
+        assert (got.min_ms, got.median_ms) == pytest.approx((best.min_ms, best.median_ms), rel=1e-5)
+    with pytest.raises(ConfigError, match="rounds"):
+        build_table(entry, backend, tmp_path, "host", keys=keys, rounds=0, progress=False)

@@ -63,3 +63,25 @@ def test_leave_one_out_improves_a_noisy_table_sum():
     raw, cal = metrics(pred, noisy), metrics(loo, noisy)
     assert cal["mape_pct"] < raw["mape_pct"] and cal["within_10pct"] >= 0.9
     assert raw["kendall_tau"] > 0.5
+
+
+def test_a_negative_overhead_is_refitted_at_zero_when_held_nonnegative():
+    pred, feats, _ = synthetic(seed=3)
+    # the truth has a negative intercept: free, the fit finds it; held ≥ 0, it is 0 and
+    # the other terms absorb what they can
+    measured = 1.2 * pred + feats @ np.array([0.05, 0.2, 0.01]) - 0.8
+    free = Calibration.fit(pred, feats, measured, NAMES, ridge=0.0)
+    held = Calibration.fit(pred, feats, measured, NAMES, ridge=0.0, nonneg_intercept=True)
+    assert free.intercept == pytest.approx(-0.8, rel=1e-6)
+    assert held.intercept == 0.0 and held.scale > 0
+    # with the intercept at 0, the refit is the least-squares fit without one
+    x = np.column_stack([pred, feats]) / measured[:, None]
+    w = np.linalg.lstsq(x, np.ones(len(measured)), rcond=None)[0]
+    assert [held.scale, *held.weights.values()] == pytest.approx(list(w), rel=1e-6)
+    # a positive overhead is left as it is
+    up = measured + 1.6
+    a = Calibration.fit(pred, feats, up, NAMES, ridge=0.0)
+    b = Calibration.fit(pred, feats, up, NAMES, ridge=0.0, nonneg_intercept=True)
+    assert a == b and a.intercept == pytest.approx(0.8, rel=1e-6)
+    loo = loo_calibrated(pred, feats, measured, NAMES, nonneg_intercept=True)
+    assert np.all(np.isfinite(loo))

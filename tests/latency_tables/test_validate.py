@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,3 +96,37 @@ def test_the_calibration_applies_by_default_when_the_table_has_one(tmp_path):
     assert used.predict([s])[0] == pytest.approx(
         cal.apply(raw.predict([s]), raw.features([s], ("layers",)))[0]
     )
+
+
+def test_refit_reproduces_a_recorded_assessment_and_fits_other_models_on_it(unet_cost):
+    import json
+
+    from latency_tables.validate import assess, refit, save_report
+    from nas import ConfigError
+
+    space, cost = unet_cost
+    specs = [space.freeze(s) for s in space.sample_many(14, rng=5)]
+    table_ms = cost.costs(specs, ("table_ms",))["table_ms"]
+    layers = cost.features(specs, ("layers",))[:, 0]
+    rng = np.random.default_rng(0)
+    truth = 1.3 * table_ms + 0.002 * layers + 0.05
+    times = truth * (1 + rng.uniform(0, 0.05, (4, len(specs))))  # load only adds time
+    report = assess(cost, specs, 10, times, ("layers",))
+    assert report["n"] == 10 and report["n_searched"] == 4 and report["rounds"] == 4
+    assert report["archs"][3]["rounds_ms"] == pytest.approx(times[:, 3])
+    assert report["random"]["calibrated_loo"]["mape_pct"] < report["random"]["raw"]["mape_pct"]
+    out = cost.table.csv_path.parent
+    files = save_report(report, out, "fake")
+    again = refit(cost, "fake", ("layers",))
+    assert again["calibration"] == report["calibration"]
+    assert again["searched"] == report["searched"] and again["refit_of"] == files[1]
+    other = refit(cost, "fake", ("weight_mb", "act_mb"), nonneg_intercept=True)
+    assert list(other["calibration"]["weights"]) == ["weight_mb", "act_mb"]
+    assert other["calibration"]["intercept"] >= 0 and other["nonneg_intercept"]
+    # a report recorded before per-round times were kept cannot be refitted
+    old = json.loads(Path(files[1]).read_text())
+    for a in old["archs"]:
+        del a["rounds_ms"]
+    Path(files[1]).write_text(json.dumps(old))
+    with pytest.raises(ConfigError, match="nas latency validate"):
+        refit(cost, "fake")
