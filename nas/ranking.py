@@ -85,6 +85,63 @@ WeakFn = Callable[[Sequence[Mapping[str, Any]]], np.ndarray]
 
 
 @dataclass(frozen=True)
+class ZeroCost:
+    """A weak-label function that costs nothing to call (params, MACs, a latency table):
+    the predictor-guided search then also gives its values to the rankers as features
+    of every candidate, not only as pretraining targets on its weak pool.
+
+        make_strategy("predictor", space, objectives, weak_fn=ZeroCost(my_proxy))
+
+    Leave a weak label that runs a model (a supernet's loss) unwrapped: it is then called
+    on the weak pool alone.
+    """
+
+    fn: WeakFn
+    zero_cost: bool = True
+
+    def __call__(self, samples: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        return self.fn(samples)
+
+
+def is_zero_cost(weak_fn: object) -> bool:
+    """Whether `weak_fn` declares itself free to call (see `ZeroCost`)."""
+    return getattr(weak_fn, "zero_cost", False) is True
+
+
+#: One-sided significance of the weak/strong rank-correlation check (`weak_agreement`).
+AGREEMENT_Z = 1.645  # 5 %
+
+
+def weak_agreement(weak: np.ndarray, strong: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Does each weak label rank the told architectures like their strong labels do?
+
+    weak: (N, H) weak labels of the N architectures, strong: (N,) their strong labels,
+    all lower = better. Returns (ρ, sign): Spearman's ρ of each column with the strong
+    labels (H,), and the orientation to use (H,): −1 where ρ is negative beyond chance
+    (ρ·√(N − 1) < −`AGREEMENT_Z`, the large-sample null distribution of ρ, one-sided
+    5 %): the weak label points the wrong way and is flipped; +1 otherwise (trusted as
+    declared until the strong labels say otherwise).
+    """
+    from scipy.stats import spearmanr
+
+    w = np.asarray(weak, dtype=np.float64)
+    w = w[:, None] if w.ndim == 1 else w
+    y = np.asarray(strong, dtype=np.float64).reshape(-1)
+    if w.shape[0] != len(y):
+        raise ConfigError(
+            f"weak labels have {w.shape[0]} rows but there are {len(y)} strong labels"
+        )
+    rho = np.zeros(w.shape[1])
+    if len(y) >= 3 and np.ptp(y) > 0:
+        for h in range(w.shape[1]):
+            ok = np.isfinite(w[:, h])
+            if ok.sum() >= 3 and np.ptp(w[ok, h]) > 0:
+                rho[h] = float(spearmanr(w[ok, h], y[ok])[0])
+    z = rho * np.sqrt(max(len(y) - 1, 0))
+    return rho, np.where(z < -AGREEMENT_Z, -1.0, 1.0)
+
+
+@dataclass(frozen=True)
 class RankingKit:
     """What a ranking-predictor search needs when the caller gives nothing.
 

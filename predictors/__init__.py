@@ -6,12 +6,14 @@
     best_first = pred.rank(enc.transform(candidates))
 
 Labels are lower-is-better (losses, latency) unless ``higher_is_better=True``.
-`PREDICTORS` lists the registered predictors: lambdarank, gp, gbdt, rf, mlp, params, macs.
+`PREDICTORS` lists the registered predictors: lambdarank, gp, additive_gp, gbdt, rf, mlp,
+params, macs.
 `predictors.kit` registers the default kit of the predictor-guided search
 (`nas.ranking.default_kit`).
 """
 
 from predictors import (  # noqa: F401  (register the predictors, the kit)
+    additive_gp,
     baselines,
     gaussian_process,
     kit,

@@ -114,6 +114,28 @@ class SpaceEncoder:
             f"encoder has no feature {name!r}; its cost features are {list(self.cost_features)}"
         )
 
+    def layout(self) -> dict[str, list]:
+        """Which feature columns belong to which label, for rankers that model labels
+        (`predictors.additive_gp`): ``groups`` holds the one-hot columns of each label
+        without an ordinal column, ``ordinal`` the ordinal column of each label that has
+        one (the option index in [0, 1]; ``ordinal`` encodes every label so) and
+        ``covered`` the one-hot columns of those labels (the same label twice). Cost
+        columns are in none of them: they are continuous features."""
+        if self.kind == "ordinal":
+            return {"groups": [], "ordinal": list(range(len(self.space.labels))), "covered": []}
+        groups, ordinal, covered, col = [], [], [], 0
+        n_onehot = sum(len(c) for _, c in self.space.items())
+        ordinal_col = {j: n_onehot + i for i, j in enumerate(self._ordered)}
+        for j, (_, c) in enumerate(self.space.items()):
+            cols = list(range(col, col + len(c)))
+            if j in ordinal_col and self.kind == "mixed":
+                ordinal.append(ordinal_col[j])
+                covered += cols
+            else:
+                groups.append(cols)
+            col += len(c)
+        return {"groups": groups, "ordinal": ordinal, "covered": covered}
+
     @property
     def fitted(self) -> bool:
         return not self.cost_features or self._mean is not None

@@ -34,7 +34,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 
-from predictors.base import check_Xy, register_predictor
+from predictors.base import NotFittedError, check_X, check_Xy, register_predictor
 from predictors.baselines import SklearnPredictor
 
 
@@ -69,4 +69,22 @@ class GaussianProcessRanker(SklearnPredictor):
             model.fit(xd, normal_scores(t))
         self._model, self._X, self._y = model, x, t
         self._mu, self._sigma = 0.0, 1.0  # predictions stay on the normal-score scale
+        return self
+
+    def predict_std(self, X) -> np.ndarray:
+        """Posterior standard deviation (N,) on the normal-score scale."""
+        if self._model is None:
+            raise NotFittedError("gp predictor is not fitted; call fit(X, y) first")
+        x = check_X(X, self._X.shape[1])
+        return self._model.predict(x.astype(np.float64), return_std=True)[1]
+
+    def condition(self, X, y) -> GaussianProcessRanker:
+        """The posterior on a new training set with this fit's kernel hyperparameters (no
+        optimisation): an ensemble member on a subset of the labels."""
+        if self._model is None:
+            raise NotFittedError("gp predictor is not fitted; call fit(X, y) first")
+        x, t = check_Xy(X, y)
+        model = GaussianProcessRegressor(self._model.kernel_, optimizer=None)
+        model.fit(x.astype(np.float64), normal_scores(t))
+        self._model, self._X, self._y = model, x, t
         return self

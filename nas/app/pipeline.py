@@ -311,7 +311,9 @@ def _run_oneshot(
         from nas.training.distributed import search_parallel
 
         _init_ray(cfg, ray_address)
-        result = search_parallel(supernet, base_task, cost, settings, distributed, progress=progress)
+        result = search_parallel(
+            supernet, base_task, cost, settings, distributed, progress=progress
+        )
     else:
         result = ONESHOT.get("differentiable")(
             supernet, base_task, cost, settings, device=cfg.device, progress=progress

@@ -8,35 +8,40 @@ Neural Architecture Search", Algorithm 1) and BRP-NAS (Dudziak et al. 2020):
 1. draw a *weak pool* of `pool_size` architectures within the cost budgets and score
    them with cheap weak labels (the supernet's loss with inherited weights, table
    latency, params — or, by default, whatever zero-cost labels the cost model gives);
-   pretrain the ranker on them (multi-head regression);
+   pretrain the rankers that learn from weak labels on them (LambdaRank: multi-head
+   regression). Weak labels that are free to compute (`nas.ranking.ZeroCost`, as the
+   default kit's are) are also features of every candidate (as in the OMNI predictor of
+   White et al. 2021, "How Powerful are Performance Predictors in Neural Architecture
+   Search?"), whose weights — and signs — the rankers learn from the strong labels;
+   `nas.ranking.weak_agreement` reports a weak label that ranks the told architectures
+   the wrong way round;
 2. first round: the weak labels' best of each latency stratum (no weak labels: a
    diverse random set), thinned by greedy farthest-point selection;
-3. every next round: fine-tune an *ensemble* of `ensemble` rankers on the strong labels
-   told so far (the factories' rankers in turn — by default LambdaRank on NDCG and a GP
-   on rank normal scores; the first of each kind on every label, the others on a random
-   80 % of them), then build
-   `candidates` fresh candidates around what is known to be good — mutations (1–3
-   labels) and uniform crossovers of the best told architectures, plus uniform random
-   draws for exploration, plus what is left of the weak pool — keep those within the
-   budgets and never asked, and score them by the acquisition (BANANAS' ITS/UCB in
-   rank space, lower is better)
+3. every next round: fit an *ensemble* of `ensemble` rankers on the strong labels told
+   so far (the factories' rankers in turn — by default the additive GP of
+   `predictors.additive_gp` and a GP with one length scale, both on rank normal scores;
+   the first of each kind on every label, the others on a random 80 % of them, GPs with
+   their first's hyperparameters), then build `candidates` fresh candidates around what
+   is known to be good — mutations and uniform crossovers of the best told
+   architectures, plus uniform random draws, plus what is left of the weak pool — keep
+   those within the budgets and never asked, and score them by the acquisition (the
+   GP-UCB rule of Srinivas et al. 2010, Algorithm 1, in rank space, lower is better)
 
-       a(x) = μ(x) − κ σ(x),   μ, σ: mean and std over members of z-scored predictions
+       a(x) = μ(x) − κ σ(x),   μ = mean_k z_k(x),   σ² = var_k z_k(x) + mean_k s_k(x)²
 
-   with κ = `explore`; the batch is the best `batch_size` by a(x) of each latency
-   stratum, thinned by farthest points in the ranker's embedding (away from what was
-   asked before). So the pool moves with the strong labels: the search keeps
-   improving with the budget instead of exhausting one fixed pool.
-   A share p of every round's asks (the first round's too) is uniform random instead,
-   and p follows the ranker's measured skill: with A the probability that an ask the
-   ranker chose beats a random one (Mann–Whitney AUC over the strong labels of both),
-
-       p = clip(1 − 4 (A − ½), p_min, 1)
-
-   so a ranker that does not beat random search — weak labels that point the wrong
-   way, labels too noisy to rank — hands the budget back to random search, and one
-   that does (A ≥ 0.72) keeps 1 − p_min of it (p = ``EXPLORE_PRIOR`` until each kind
-   has ``MIN_ARM`` labels).
+   with z_k member k's predictions z-scored over the candidates, s_k its posterior
+   standard deviation in the same units (GP members; 0 for the others) — σ² is the
+   variance of the ensemble as a mixture (law of total variance) — and κ = `explore`.
+   The batch: the best `SHORTLIST` of the candidates by a(x) of each latency stratum
+   (at least 2 × `batch_size`), thinned by farthest points in the ranker's embedding
+   away from what was asked before. So the pool moves with the strong labels.
+   Mutations change 1–3 labels (probabilities ½, 0.3, 0.2), times 2^⌊s / `STALL`⌋
+   where s is the number of labels told since the best observed value last improved,
+   at most max(3, labels / 8): a search that stops improving takes larger steps
+   (the success/failure-adapted trust region of TuRBO, Eriksson et al. 2019, and, in
+   Hamming distance, Casmopolitan, Wan et al. 2021, "Think Global and Act Local"), and
+   in a space of hundreds of labels, most of which barely matter, it stops circling
+   one architecture's near-copies.
 4. `propose(k)`: the predicted top-k of the told architectures and a fresh candidate
    set, all within the budgets.
 
@@ -45,9 +50,17 @@ gives it) is ours: the search serves a latency/quality front, and the best-predi
 architectures of a pool are otherwise all large. The strategy never runs a model: the
 weak labels come from `weak_fn`, the features from an `encoder`, the rankers from
 `predictor_factory` (the `nas.ranking` protocols). Left out, they are the defaults of
-`nas.ranking.default_kit` (`predictors`: a one-hot + ordinal encoder, LambdaRank and a
-GP, and zero-cost weak labels from `cost_fn`). Its state is JSON (weak pool, weak labels, strong
-labels, queue, generator); the rankers are retrained deterministically on restore.
+`nas.ranking.default_kit` (`predictors`: a one-hot + ordinal encoder, the additive GP and
+a GP, and zero-cost weak labels from `cost_fn`). Its state is JSON (weak pool, weak
+labels, strong labels, queue, generator); the rankers are retrained deterministically on
+restore.
+
+A share of every round's asks drawn uniformly at random, set by the ranker's measured
+skill (Mann–Whitney AUC of its asks against random ones), was tried and removed: on
+`bench/ranking_benchmark.py` (seeds 0–4; digits_unet 0–3) it lost to the same search
+without it at N = 50 / 100 on cell201 (93.04 / 93.27 against 93.30 / 93.67) and
+wide_interactions (0.15 / −0.61 against 0.16 / −0.70), and on digits_unet it reached
+0.0549 / 0.0550, still behind random search's 0.0522 / 0.0519.
 """
 
 from __future__ import annotations
@@ -61,7 +74,14 @@ from typing import Any
 import numpy as np
 
 from nas.errors import ConfigError
-from nas.ranking import Encoder, Predictor, default_kit, require
+from nas.ranking import (
+    Encoder,
+    Predictor,
+    default_kit,
+    is_zero_cost,
+    require,
+    weak_agreement,
+)
 from nas.space import SearchSpace
 from nas.spec import Sample
 from nas.strategies.base import STRATEGIES, ObjectivesLike, Strategy, sample_key
@@ -70,10 +90,9 @@ log = logging.getLogger(__name__)
 
 SUBSET = 0.8  # share of the strong labels each ensemble member is fitted on
 MIN_LABELS = 2  # strong labels before the first ranker is fitted
-# Exploration by measured skill (ours; see `PredictorGuided.explore_share`): the share of a
-# round's asks drawn uniformly at random, before there is evidence and at least ever after.
-EXPLORE_PRIOR, EXPLORE_MIN = 0.25, 0.1
-MIN_ARM = 3  # labels of each kind of ask before the skill is measured
+SHORTLIST = 0.05  # share of a stratum's candidates the farthest-point thinning picks from
+STALL = 16  # labels without a new best observation that double the mutation radius
+MAX_DOUBLINGS = 6
 
 
 def farthest_points(emb: np.ndarray, k: int, anchors: np.ndarray | None = None) -> list[int]:
@@ -145,6 +164,7 @@ class PredictorGuided(Strategy):
         explore: float = 0.5,
         mutation_share: float = 0.5,
         random_share: float = 0.25,
+        weak_features: bool | None = None,
     ) -> None:
         super().__init__(space, objectives, seed)
         for name, v, lo in (
@@ -182,6 +202,17 @@ class PredictorGuided(Strategy):
             "pass predictors.SpaceEncoder(space) or an object with fitted, fit and transform",
         )
         self.weak_fn, self.encoder = weak_fn, encoder
+        # the weak labels as ranker inputs too: when they are free to compute for every
+        # candidate (nas.ranking.ZeroCost), unless the caller says otherwise
+        self.weak_features = bool(
+            weak_fn is not None
+            and (is_zero_cost(weak_fn) if weak_features is None else weak_features)
+        )
+        self._weak_stats: tuple[np.ndarray, np.ndarray] | None = None
+        # the weak/strong check over the told archs (`_check_weak`): Spearman ρ per weak
+        # column, and the columns that point the wrong way
+        self.weak_rho: np.ndarray | None = None
+        self.weak_flipped: list[int] = []
         self.factories = (
             (predictor_factory,) if callable(predictor_factory) else tuple(predictor_factory)
         )
@@ -200,7 +231,6 @@ class PredictorGuided(Strategy):
         self.failed: set[str] = set()
         self.asked: set[str] = set()
         self.queue: list[Sample] = []
-        self.explored: set[str] = set()  # asks drawn at random (the rest the ranker chose)
         self._members: list[Predictor] | None = None
         self._fitted_on = -1
         self._bases: list[Predictor] | None = None  # per factory, pretrained on the weak pool
@@ -248,9 +278,21 @@ class PredictorGuided(Strategy):
 
     # -- rankers -----------------------------------------------------------------------------
     def _x(self, samples: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Ranker features (N, F): the encoder's, then the weak labels standardized over
+        the weak pool when `weak_features` (White et al. 2021's zero-cost proxies as
+        features of a predictor)."""
+        self._ensure_pool()  # a strategy told labels before it asked: its weak pool first
         if not self.encoder.fitted:  # cost statistics: fitted once, on the weak pool
             self.encoder.fit(self.pool)
-        return np.asarray(self.encoder.transform(list(samples)), dtype=np.float32)
+        x = np.asarray(self.encoder.transform(list(samples)), dtype=np.float32)
+        if not self.weak_features or not len(x):
+            return x
+        if self._weak_stats is None:
+            mu, sd = np.nanmean(self.weak, 0), np.nanstd(self.weak, 0)
+            self._weak_stats = (mu, np.where(sd > 1e-12, sd, 1.0))
+        w = np.asarray(self.weak_fn(list(samples)), dtype=np.float64).reshape(len(x), -1)
+        w = np.nan_to_num((w - self._weak_stats[0]) / self._weak_stats[1])  # NaN: the mean
+        return np.concatenate([x, w.astype(np.float32)], 1)
 
     def _new_predictor(self, factory: Callable[[], Predictor]) -> Predictor:
         return require(
@@ -266,6 +308,7 @@ class PredictorGuided(Strategy):
         if self._members is not None and self._fitted_on == n:
             return self._members
         if self._bases is None:
+            self._ensure_pool()  # a strategy told labels before it asked: its weak pool first
             self._bases = [self._new_predictor(f) for f in self.factories]
             if self.weak is not None:
                 xp = self._x(self.pool)
@@ -274,28 +317,59 @@ class PredictorGuided(Strategy):
         items = list(self.labelled.values())
         x = self._x([s for s, _ in items])
         y = np.array([self.primary.sign * v for _, v in items])  # lower is better
+        if self.weak_features:
+            self._check_weak(x[:, -self.weak.shape[1] :], y)
         rng = np.random.default_rng([self.seed, n, 0x5EED])  # a function of the labels told
-        members = []
+        members: list[Predictor] = []
         for k in range(self.ensemble):
             idx = np.arange(n)
             # the first member of each kind sees every label; the others a random subset
             if k >= len(self._bases) and n >= 5:
                 idx = np.sort(rng.choice(n, size=max(4, math.ceil(SUBSET * n)), replace=False))
-            m = copy.deepcopy(self._bases[k % len(self._bases)])  # restarts from pretraining
-            m.fit(x[idx], y[idx])
+            first = members[k % len(self._bases)] if k >= len(self._bases) else None
+            if first is not None and callable(getattr(first, "condition", None)):
+                # a GP: the subset's posterior under the first member's hyperparameters
+                m = copy.deepcopy(first).condition(x[idx], y[idx])
+            else:
+                m = copy.deepcopy(self._bases[k % len(self._bases)])  # from pretraining
+                m.fit(x[idx], y[idx])
             members.append(m)
         self._members, self._fitted_on = members, n
         return members
 
+    def _check_weak(self, weak: np.ndarray, y: np.ndarray) -> None:
+        """The weak/strong agreement check (`nas.ranking.weak_agreement`) over the told
+        architectures: a weak label that ranks them the wrong way round is reported. The
+        rankers take weak labels as features with learned weights, so they use such a
+        label reversed by themselves; the proxy alone is trusted only before any label."""
+        rho, sign = weak_agreement(weak, y)
+        flipped = [int(h) for h in np.flatnonzero(sign < 0)]
+        if flipped != self.weak_flipped:
+            log.info(
+                "predictor-guided: weak label columns %s rank the %d told architectures the "
+                "wrong way round (Spearman %s); the rankers use them reversed",
+                flipped,
+                len(y),
+                np.round(rho, 2).tolist(),
+            )
+        self.weak_rho, self.weak_flipped = rho, flipped
+
     def acquisition(self, samples: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-        """(a, μ) over `samples`: a = μ − κσ of the members' z-scored predictions (lower =
-        better); μ alone is the predicted rank score."""
+        """(a, μ) over `samples`: a = μ − κσ of the members' z-scored predictions and
+        posterior deviations (lower = better; see the module doc); μ alone is the predicted
+        rank score."""
         x = self._x(samples)
-        p = np.stack([np.asarray(m.predict(x), dtype=np.float64) for m in self.members()])
-        z = _zscore(p)  # (K, N)
+        members = self.members()
+        p = np.stack([np.asarray(m.predict(x), dtype=np.float64) for m in members])  # (K, N)
+        z = _zscore(p)
         mu = z.mean(0)
-        sigma = z.std(0) if len(z) > 1 else np.zeros_like(mu)
-        return mu - self.explore * sigma, mu
+        var = z.var(0)  # the members' disagreement …
+        sd = p.std(axis=1)
+        for k, m in enumerate(members):  # … plus the mean of their own posterior variances
+            if callable(getattr(m, "predict_std", None)):
+                s_k = np.asarray(m.predict_std(x), dtype=np.float64)
+                var = var + (s_k / (sd[k] if sd[k] > 1e-12 else 1.0)) ** 2 / len(members)
+        return mu - self.explore * np.sqrt(var), mu
 
     def rank_scores(self, samples: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Predicted goodness of `samples` in rank space (N,), lower = predicted better.
@@ -313,6 +387,21 @@ class PredictorGuided(Strategy):
         return self.acquisition(samples)[1]
 
     # -- candidates ----------------------------------------------------------------------------
+    def stall(self) -> int:
+        """Labels told since the best observed value last improved."""
+        best, since = math.inf, 0
+        for _, v in self.labelled.values():  # in the order told
+            loss = self.primary.sign * v
+            if loss < best:
+                best, since = loss, 0
+            else:
+                since += 1
+        return since
+
+    def _radius(self) -> int:
+        """The mutation radius' factor 2^⌊stall / STALL⌋ (see the module doc)."""
+        return 2 ** min(self.stall() // STALL, MAX_DOUBLINGS)
+
     def _parents(self) -> np.ndarray:
         """Option indices (P, labels) of the best told architectures, best first."""
         items = sorted(self.labelled.values(), key=lambda it: self.primary.sign * it[1])
@@ -328,12 +417,14 @@ class PredictorGuided(Strategy):
         n_mut = round(self.mutation_share * n)
         n_rand = round(self.random_share * n)
         n_cross = n - n_mut - n_rand
-        # mutations: 1–3 labels of a parent (better parents more often), each to another option
+        # mutations: 1–3 labels of a parent (better parents more often; more labels when the
+        # search stalls), each to another option
         weights = 1.0 / np.arange(1, len(parents) + 1)
         pick = rng.choice(len(parents), size=n_mut, p=weights / weights.sum())
         mut = parents[pick].copy()
-        n_labels = rng.choice([1, 2, 3], size=n_mut, p=[0.5, 0.3, 0.2])
         mutable = np.flatnonzero(sizes > 1)
+        n_labels = rng.choice([1, 2, 3], size=n_mut, p=[0.5, 0.3, 0.2]) * self._radius()
+        n_labels = np.minimum(n_labels, max(3, len(mutable) // 8))
         for i in range(n_mut):  # O(candidates) small numpy ops, not per label of a sample
             labs = rng.choice(mutable, size=min(int(n_labels[i]), len(mutable)), replace=False)
             shift = 1 + rng.integers(0, sizes[labs] - 1)
@@ -367,37 +458,8 @@ class PredictorGuided(Strategy):
             return np.asarray(self.members()[0].embed(x), dtype=np.float64)
         return x.astype(np.float64)
 
-    def explore_share(self) -> float:
-        """p of the module doc: the share of the next round's asks drawn at random."""
-        from scipy.stats import mannwhitneyu
-
-        sign = self.primary.sign
-        arms: dict[bool, list[float]] = {True: [], False: []}
-        for k, (_, v) in self.labelled.items():
-            arms[k in self.explored].append(sign * v)  # lower is better
-        if min(len(arms[True]), len(arms[False])) < MIN_ARM:
-            return EXPLORE_PRIOR
-        # A = P(a ranker's ask is better, i.e. lower, than a random ask)
-        a = mannwhitneyu(arms[True], arms[False]).statistic / (len(arms[True]) * len(arms[False]))
-        return float(np.clip(1.0 - 4.0 * (a - 0.5), EXPLORE_MIN, 1.0))
-
-    def _random_asks(self, n: int, skip: set[str]) -> list[Sample]:
-        """`n` uniform random architectures within the budgets, never asked."""
-        out: list[Sample] = []
-        for _ in range(8):  # budgets may reject most draws; a few tries, then fewer asks
-            if len(out) >= n:
-                break
-            drawn = self.space.sample_many(8 * n, rng=self.rng)
-            out += self._within(self._distinct(drawn, skip | {sample_key(s) for s in out}))
-        return out[:n]
-
     def _next_batch(self) -> list[Sample]:
-        n_random = int(self.rng.binomial(self.batch_size, self.explore_share()))
-        skip = self.asked | self.failed
-        explore = self._random_asks(n_random, skip)
-        self.explored |= {sample_key(s) for s in explore}
-        chosen = self._ranked_batch(self.batch_size - len(explore), skip | self.explored)
-        return chosen + explore
+        return self._ranked_batch(self.batch_size, self.asked | self.failed)
 
     def _ranked_batch(self, size: int, skip: set[str]) -> list[Sample]:
         """The ranker's `size` asks: the best by the acquisition of each latency stratum,
@@ -414,12 +476,19 @@ class PredictorGuided(Strategy):
         if not cands:
             return []
         strata = self._strata(cands)
-        per = int(np.ceil(2 * size / max(1, len(np.unique(strata)))))
+        n_strata = max(1, len(np.unique(strata)))
+        # the best SHORTLIST of each stratum (at least 2 × size in all): room for the
+        # farthest-point step to pass over near-copies of what was asked before
+        per = int(np.ceil(max(2 * size, SHORTLIST * len(cands)) / n_strata))
         short = []
         for b in np.unique(strata):
             members = np.flatnonzero(strata == b)
             short += [int(i) for i in members[np.argsort(score[members], kind="stable")][:per]]
         short_s = [cands[i] for i in short]
+        return self._thin(short_s, size)
+
+    def _thin(self, short_s: list[Sample], size: int) -> list[Sample]:
+        """`size` of `short_s` by farthest points, away from the told architectures."""
         done = [s for s, _ in self.labelled.values()]
         anchors = self._embed(done) if done else None
         pick = farthest_points(self._embed(short_s), size, anchors)
@@ -474,7 +543,6 @@ class PredictorGuided(Strategy):
             "failed": sorted(self.failed),
             "asked": sorted(self.asked),
             "queue": list(self.queue),
-            "explored": sorted(self.explored),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -485,5 +553,5 @@ class PredictorGuided(Strategy):
         self.failed = set(state["failed"])
         self.asked = set(state["asked"])
         self.queue = [dict(s) for s in state["queue"]]
-        self.explored = set(state.get("explored", ()))  # runs saved before it: none known
         self._members, self._fitted_on, self._bases = None, -1, None
+        self._weak_stats, self.weak_rho, self.weak_flipped = None, None, []

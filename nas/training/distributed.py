@@ -78,6 +78,7 @@ from nas.training.settings import DistributedSettings, TrainerConfig
 from nas.training.util import device_of
 
 log = logging.getLogger(__name__)
+CPU = torch.device("cpu")  # the collectives' device when none is given (gloo)
 
 
 class DistributedTrainingError(MqnasError):
@@ -94,7 +95,7 @@ class DataParallel:
 
     rank: int
     world_size: int
-    device: torch.device = torch.device("cpu")
+    device: torch.device = CPU
 
     @classmethod
     def current(cls, device: torch.device | str = "cpu") -> DataParallel:
@@ -373,7 +374,7 @@ def _feed_bar(queue: Any, progress: _Progress, stop: threading.Event) -> None:
                 step, postfix = queue.get(timeout=0.5)
             except Empty:
                 continue
-            except Exception:  # the queue's actor went away with the run
+            except Exception:  # noqa: BLE001  (the queue's actor went away with the run)
                 return
             bar.n = step
             bar.set_postfix(postfix)

@@ -226,3 +226,13 @@ def test_known_structure_ceiling_learns_with_labels_and_needs_named_interactions
     assert -1.0 <= few < many <= 1.0
     assert many > 0.7  # the true factor graph, 400 labels: most of the order is learnable
     assert rb.known_structure_ceiling(rp.get_problem("mixed_cardinality"), 30) is None
+
+
+def test_the_winners_curse_reference_falls_with_the_budget_under_heavy_tailed_noise():
+    """A strategy that knows the truth and asks the N best cells: the truth of its
+    best-by-observed cell is worse at N = 200 than at N = 10 (Student-t noise lets a lesser
+    cell draw the best observation), and a space too large to enumerate has none."""
+    cell = rp.get_problem("cell201")
+    ref = rb.winners_curse_reference(cell, (10, 200), draws=100)
+    assert cell.optimum >= ref["10"] > ref["200"]
+    assert rb.winners_curse_reference(rp.get_problem("wide_interactions"), (10,)) is None

@@ -9,6 +9,7 @@ from scipy.stats import kendalltau
 import search_spaces  # noqa: F401  (registers test_mobile_unet)
 from latency_tables.cost import CostModel
 from nas.errors import ConfigError
+from nas.ranking import ZeroCost, weak_agreement
 from nas.space import SearchSpace
 from nas.strategies import make_strategy
 from nas.strategies.base import sample_key
@@ -52,8 +53,8 @@ def test_defaults_search_a_from_choices_space_and_keep_asking_beyond_the_pool():
     )
     assert st.weak_fn is None  # a from_choices space has nothing to count: no weak labels
     asked = drive(st, truth, 32)
-    # the default ensemble takes LambdaRank and the GP in turn
-    assert [m.name for m in st.members()] == ["lambdarank", "gp"]
+    # the default ensemble takes the additive GP and the GP in turn
+    assert [m.name for m in st.members()] == ["additive_gp", "gp"]
     keys = [sample_key(s) for s in asked]
     assert len(set(keys)) == 32, "the strategy asked an architecture twice"
     pool = {sample_key(s) for s in st.pool}
@@ -125,3 +126,85 @@ def test_bad_options_are_refused_naming_the_option():
         make_strategy("predictor", cell_space(), {"acc": "max"}, 0, ensemble=0)
     with pytest.raises(ConfigError, match="mutation_share and random_share"):
         make_strategy("predictor", cell_space(), {"acc": "max"}, 0, random_share=0.9)
+
+
+def test_the_weak_label_check_flips_a_reversed_weak_label_and_keeps_the_others():
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=60)  # strong labels, lower = better
+    noisy = truth + 0.5 * rng.normal(size=60)
+    weak = np.stack(
+        [
+            -truth + 0.5 * rng.normal(size=60),  # reversed: "bigger is better" where it is not
+            truth + 0.5 * rng.normal(size=60),  # agrees
+            rng.normal(size=60),  # unrelated: no evidence either way, kept as declared
+        ],
+        1,
+    )
+    rho, sign = weak_agreement(weak, noisy)
+    assert rho[0] < -0.5 and rho[1] > 0.5
+    np.testing.assert_array_equal(sign, [-1.0, 1.0, 1.0])
+    # four labels cannot overrule the declared direction
+    np.testing.assert_array_equal(weak_agreement(weak[:4], noisy[:4])[1], [1.0, 1.0, 1.0])
+
+
+def test_zero_cost_weak_labels_are_also_the_rankers_features():
+    space = cell_space()
+    truth = additive_truth(space, 2)
+    enc_w = np.random.default_rng(1).normal(size=(len(space), len(OPS)))
+
+    def proxy(samples) -> np.ndarray:
+        idx = space.encode(samples, kind="index")
+        return enc_w[np.arange(len(space)), idx].sum(1)[:, None]
+
+    kw = {"pool_size": 16, "ensemble": 2, "candidates": 64}
+    plain = make_strategy("predictor", space, {"acc": "max"}, 0, weak_fn=proxy, **kw)
+    free = make_strategy("predictor", space, {"acc": "max"}, 0, weak_fn=ZeroCost(proxy), **kw)
+    assert not plain.weak_features and free.weak_features
+    drive(free, truth, 8)
+    hold = space.sample_many(5, rng=3)
+    x, x_plain = free._x(hold), plain._x(hold)
+    assert x.shape[1] == x_plain.shape[1] + 1  # one more column: the proxy, standardized
+    z = (proxy(hold)[:, 0] - free.weak[:, 0].mean()) / free.weak[:, 0].std()
+    np.testing.assert_allclose(x[:, -1], z, rtol=1e-5, atol=1e-6)
+
+
+def test_a_reversed_zero_cost_weak_label_is_reported_and_used_the_right_way_round():
+    space = cell_space()
+    truth = additive_truth(space, 4)  # higher is better
+
+    def reversed_proxy(samples) -> np.ndarray:  # "lower is better" says the weak label: wrong
+        return truth(samples)[:, None]
+
+    st = make_strategy(
+        "predictor",
+        space,
+        {"acc": "max"},
+        0,
+        weak_fn=ZeroCost(reversed_proxy),
+        pool_size=32,
+        ensemble=2,
+        candidates=128,
+    )
+    drive(st, truth, 24)
+    st.members()
+    assert st.weak_flipped == [0] and st.weak_rho[0] < -0.5
+    hold = space.sample_many(300, rng=9)
+    assert kendalltau(-st.rank_scores(hold), truth(hold)).statistic > 0.6
+
+
+def test_a_stalled_search_takes_larger_steps():
+    """Without a new best observation the mutation radius doubles every STALL labels (at
+    most max(3, labels / 8) labels), so a search in a space of many labels that barely
+    matter stops asking near-copies of one architecture."""
+    from nas.strategies.predictor_guided import STALL
+
+    space = SearchSpace.from_choices({f"q.{i}": ["a", "b", "c"] for i in range(64)}, name="wide")
+    st = make_strategy("predictor", space, {"acc": "max"}, 0, pool_size=8, ensemble=2)
+    for i, s in enumerate(space.sample_many(2 * STALL + 1, rng=1)):
+        st.tell(s, {"acc": 1.0 if i == 0 else 0.0})  # the first is never beaten
+    assert st.stall() == 2 * STALL and st._radius() == 4
+    parents = st._parents()
+    cands = space.encode(st._candidates()[: round(st.mutation_share * st.n_candidates)], "index")
+    # a mutation of 4–8 labels (capped at 64 / 8), not 1–3
+    dist = (cands[:, None, :] != parents[None]).sum(-1).min(1)
+    assert np.median(dist) >= 4 and dist.max() <= 8

@@ -19,14 +19,14 @@ import torch
 import torch.distributed as dist
 from training_support import make_supernet, make_trainer
 
+from latency_tables.cost import CostModel
+from latency_tables.testing import synthetic_table
 from nas.config import parse_config
 from nas.errors import ConfigError
+from nas.strategies.oneshot import OneShotSearch, OneShotSettings
 from nas.tasks.base import Batch, Task
 from nas.tasks.digits import DigitsDenoising
 from nas.training import TrainerConfig, read_checkpoint
-from latency_tables.cost import CostModel
-from latency_tables.testing import synthetic_table
-from nas.strategies.oneshot import OneShotSearch, OneShotSettings
 from nas.training.distributed import (
     DataParallel,
     DistributedTrainingError,
@@ -40,7 +40,7 @@ from nas.training.settings import DistributedSettings
 #: The gradients agree to float rounding (~1e-6 relative), but AdamW's step is ±lr for a
 #: near-zero gradient element whatever its rounding, so the weights agree to a fraction of
 #: lr per step: lr = 1e-4 keeps that under the 1e-5 tolerance over a few steps.
-KW = dict(batch_size=8, n_random=1, lr=1e-4, quant=False, seed=0, warmup_steps=0)
+KW = {"batch_size": 8, "n_random": 1, "lr": 1e-4, "quant": False, "seed": 0, "warmup_steps": 0}
 TWO = DistributedSettings(num_workers=2)
 
 
@@ -105,10 +105,10 @@ class KilledWorkerTask(Task):
 
     def batches(self, batch_size: int, seed: int, device="cpu") -> Iterator[Batch]:
         for i, b in enumerate(self.base.batches(batch_size, seed, device)):
-            if i == self.at and dist.is_initialized() and dist.get_rank() == 1:
-                if not self.marker.exists():
-                    self.marker.touch()
-                    os._exit(1)  # a killed process: no exception, no clean-up
+            first_pass = not self.marker.exists()
+            if i == self.at and dist.is_initialized() and dist.get_rank() == 1 and first_pass:
+                self.marker.touch()
+                os._exit(1)  # a killed process: no exception, no clean-up
             yield b
 
     def loss(self, model, batch, generator=None):
