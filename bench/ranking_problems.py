@@ -94,6 +94,10 @@ class Problem:
     #: truth of an option-index matrix (N, labels) (`space.encode(kind="index")`): for
     #: enumerations and large random screens that would be slow through sample dicts
     truth_index: Callable[[np.ndarray], np.ndarray] | None = None
+    #: the generative prior of a factor-graph truth: (labels of a factor, sd its table was
+    #: drawn from) per factor; () when the truth is not drawn so. Behind the benchmark's
+    #: Bayes reference τ (`ranking_benchmark.bayes_reference_tau`)
+    prior: tuple[tuple[tuple[int, ...], float], ...] = ()
 
     @property
     def sign(self) -> float:
@@ -368,17 +372,21 @@ def make_wide_interactions(seed: int = 12) -> Problem:
     )
     k = WIDE_OPTIONS
     factors: list[tuple[tuple[int, ...], np.ndarray]] = []
+    prior: list[tuple[tuple[int, ...], float]] = []
     for i in range(WIDE_LABELS):
         sd = 1.0 if i in WIDE_DOMINANT else 0.15
         main = rng.normal(0.0, sd, k)
         factors.append(((i,), main - main.mean()))
+        prior.append(((i,), sd))
     all_pairs = [(a, b) for a in range(WIDE_LABELS) for b in range(a + 1, WIDE_LABELS)]
     chosen = rng.choice(len(all_pairs), size=WIDE_PAIRS, replace=False)
     pairs = [all_pairs[int(c)] for c in sorted(chosen)]
     for a, b in pairs:
         factors.append(((a, b), rng.normal(0.0, 0.3, (k, k))))
+        prior.append(((a, b), 0.3))
     triple = tuple(sorted(int(v) for v in rng.choice(WIDE_LABELS, size=3, replace=False)))
     factors.append((triple, rng.normal(0.0, 0.15, (k, k, k))))
+    prior.append((triple, 0.15))
     offset = 5.0  # a loss-like level, positive over the whole space
 
     # The user's zero-cost proxy: a fixed label-additive score, part aligned with the truth's
@@ -412,6 +420,7 @@ def make_wide_interactions(seed: int = 12) -> Problem:
         optimum_how="exact: min-sum variable elimination over the factor graph",
         weak_columns=("proxy",),
         extra={"pairs": [list(p) for p in pairs], "triple": list(triple)},
+        prior=tuple(prior),
     )
 
 

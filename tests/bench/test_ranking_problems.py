@@ -219,13 +219,29 @@ def test_digits_features_see_architectures_not_unused_labels():
     assert len(struct) == 30
 
 
-def test_known_structure_ceiling_learns_with_labels_and_needs_named_interactions():
+def test_the_bayes_reference_learns_with_labels_and_knowing_the_interactions_helps():
+    """The posterior mean under wide_interactions' own prior: better with more labels, better
+    when told which labels interact, and most of the order at 400 labels; a problem whose
+    truth is not drawn from a factor prior has none."""
     wide = rp.get_problem("wide_interactions")
-    few = rb.known_structure_ceiling(wide, 30, seeds=2)
-    many = rb.known_structure_ceiling(wide, 400, seeds=2)
-    assert -1.0 <= few < many <= 1.0
-    assert many > 0.7  # the true factor graph, 400 labels: most of the order is learnable
-    assert rb.known_structure_ceiling(rp.get_problem("mixed_cardinality"), 30) is None
+    few = rb.bayes_reference_tau(wide, 30, seeds=2)
+    many = rb.bayes_reference_tau(wide, 400, seeds=2)
+    assert few["interactions_known"] < many["interactions_known"]
+    assert few["interactions_unknown"] < many["interactions_unknown"]
+    assert many["interactions_unknown"] < many["interactions_known"]
+    assert many["interactions_known"] > 0.8
+    assert rb.bayes_reference_tau(rp.get_problem("mixed_cardinality"), 30) is None
+
+
+def test_the_wide_prior_names_the_truths_factors():
+    """Problem.prior is what the truth was drawn from: every label's main effect (the
+    dominant ones at sd 1), the pairs and the triple that ``extra`` names."""
+    wide = rp.get_problem("wide_interactions")
+    pairs = [tuple(p) for p in wide.extra["pairs"]]
+    assert [s for s, _ in wide.prior] == (
+        [(i,) for i in range(12)] + pairs + [tuple(wide.extra["triple"])]
+    )
+    assert [i for i in range(12) if dict(wide.prior)[(i,)] == 1.0] == list(rp.WIDE_DOMINANT)
 
 
 def test_the_winners_curse_reference_falls_with_the_budget_under_heavy_tailed_noise():
