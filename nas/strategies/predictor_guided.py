@@ -540,7 +540,7 @@ class PredictorGuided(Strategy):
 
         What to take from a noisy search: the "best predicted among the observed" rule of
         noisy Bayesian optimisation (Picheny, Wagner & Ginsbourger 2013, "A benchmark of
-        kriging-based infill criteria for noisy optimization", §4), which weighs one
+        kriging-based infill criteria for noisy optimization"), which weighs one
         observation against its neighbours'. Under heavy-tailed noise the best observation
         is often a lesser architecture's lucky draw; on `bench/ranking_benchmark.py` the
         recommendation's truth improves with every budget where the best observation's
