@@ -152,7 +152,7 @@ def build_table(
         disable=not progress,
     )
 
-    def done(real: BlockKey, got: Measurement | str) -> None:  # durable as soon as known
+    def record(real: BlockKey, got: Measurement | str) -> None:  # durable as soon as known
         nonlocal failed
         ks = aliases[real]
         if isinstance(got, Measurement):
@@ -164,7 +164,9 @@ def build_table(
 
     for lo in range(0, len(measure), chunk):
         part = measure[lo : lo + chunk]
-        _measure_chunk(family, backend, part, batch, retries, rounds, table.statistic, timing, done)
+        _measure_chunk(
+            family, backend, part, batch, retries, rounds, table.statistic, timing, record
+        )
     bar.close()
     seconds = time.perf_counter() - t0
     table.update_meta(

@@ -42,18 +42,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import norm, rankdata
 
 from nas.errors import ConfigError
 from predictors.base import NotFittedError, Predictor, check_X, check_Xy, register_predictor
+from predictors.gaussian_process import normal_scores
 
 _JITTER = 1e-6
 _CHUNK = 1024  # candidate rows per kernel block in predict
-
-
-def normal_scores(y: np.ndarray) -> np.ndarray:
-    """Φ⁻¹((rank − ½)/N) of each label (ties share their mean rank)."""
-    return norm.ppf((rankdata(y) - 0.5) / len(y))
 
 
 def layout_from_data(x: np.ndarray) -> dict[str, list]:

@@ -94,8 +94,12 @@ def _timing(args: argparse.Namespace):
 
     from latency_tables.quiet import timing_context
 
-    core = None if args.core == "any" else int(args.core)
-    return functools.partial(timing_context, args.lock or None, core)
+    return functools.partial(timing_context, args.lock or None, _core(args))
+
+
+def _core(args: argparse.Namespace) -> int | None:
+    """`--core`: a core index, or None for 'any' (no pinning)."""
+    return None if args.core == "any" else int(args.core)
 
 
 def cmd_coverage(args: argparse.Namespace) -> int:
@@ -147,13 +151,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     table = LatencyTable.load(src.root, src.device, src.backend.name)
     cost = CostModel(entry.space(), table)
     sets = {"n": args.n, "n_searched": args.searched, "seed": args.seed, "rounds": args.rounds}
-    core = None if args.core == "any" else int(args.core)
     with src.backend.build() as backend:
         report = validate_table(
             entry,
             backend,
             cost,
-            core=core,
+            core=_core(args),
             lock=args.lock or None,
             stratified=not args.plain_random,
             **sets,
